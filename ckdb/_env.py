@@ -1,0 +1,454 @@
+"""The LMDB environment. The only module that imports ``lmdb``; it translates its errors.
+
+Facts this module is built around (measured here, see ARCHITECTURE.md §4):
+
+- ``sync=True, metasync=True, writemap=False, map_async=False``. ``sync=False`` and ``writemap``
+  corrupt stores under simulated power loss, so they are never offered (``_unsafe_nosync`` exists
+  only for the power-loss harness's negative control).
+- The map size only reserves address space. On ``MapFullError`` the write is aborted, the map is
+  grown at a process-wide gate once every transaction of this environment has ended
+  (``set_mapsize`` needs that), and the whole write is run again.
+- One environment per path per process; never used across ``fork()``.
+- A new environment's first meta pages are not fsynced by LMDB: stores are created in a temporary
+  directory, fsynced, renamed into place, and the parent directory fsynced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from ckdb.errors import (
+    CkdbError,
+    FormatError,
+    ReadOnlyStore,
+    StorageError,
+    StoreClosed,
+    StoreFull,
+    StoreLocked,
+)
+from ckdb.layout import ALL_DBS, MAX_DBS, prefix_end
+
+T = TypeVar("T")
+
+DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space to start; grows on demand
+MAX_MAP_SIZE = 1 << 44  # 16 TiB
+DISK_MARGIN = 16 << 20  # keep this much free beyond what a write needs
+MAX_WRITE_RETRIES = 64
+
+_open_lock = threading.Lock()
+_open_envs: dict[tuple[int, int], Env] = {}
+
+
+class _Gate:
+    """Readers-writer gate: transactions hold it shared, a map resize holds it exclusive.
+
+    Writer-preferring, so a stream of readers cannot starve a resize.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+def translate(err: Exception, what: str) -> CkdbError:
+    """An lmdb or OS error as the ckdb error a caller can act on."""
+    text = str(err)
+    if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left" in text:
+        return StoreFull(f"{what}: the disk is full ({text}); nothing was written")
+    if isinstance(err, lmdb.ReadonlyError) or ("Permission denied" in text and "readonly" in text):
+        return ReadOnlyStore(f"{what}: the store is open read-only")
+    if isinstance(err, lmdb.InvalidError | lmdb.VersionMismatchError | lmdb.IncompatibleError):
+        return FormatError(f"{what}: not a usable LMDB environment ({text})")
+    if isinstance(err, lmdb.CorruptedError | lmdb.PageNotFoundError | lmdb.PanicError):
+        return StorageError(
+            f"{what}: LMDB reports the environment damaged ({text}); "
+            "restore from a backup or run `ckdb scrub`"
+        )
+    if isinstance(err, lmdb.LockError):
+        return StoreLocked(f"{what}: cannot take the store's lock ({text})")
+    return StorageError(f"{what}: {type(err).__name__}: {text}")
+
+
+def fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Txn:
+    """A thin view of an lmdb transaction with the sub-database handles bound."""
+
+    __slots__ = ("_dbs", "_txn", "write")
+
+    def __init__(self, txn: Any, dbs: dict[bytes, Any], write: bool) -> None:
+        self._txn = txn
+        self._dbs = dbs
+        self.write = write
+
+    def get(self, db: bytes, key: bytes) -> bytes | None:
+        value: bytes | None = self._txn.get(key, db=self._dbs[db])
+        return value
+
+    def put(self, db: bytes, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
+        ok: bool = self._txn.put(key, value, db=self._dbs[db], overwrite=overwrite)
+        return ok
+
+    def delete(self, db: bytes, key: bytes) -> bool:
+        ok: bool = self._txn.delete(key, db=self._dbs[db])
+        return ok
+
+    def range(
+        self, db: bytes, lo: bytes = b"", hi: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Items with ``lo <= key < hi`` (``hi=None``: to the end), in key order or reversed."""
+        cur = self._txn.cursor(db=self._dbs[db])
+        if not reverse:
+            if not cur.set_range(lo):
+                return
+            for key, value in cur:
+                if hi is not None and key >= hi:
+                    return
+                yield key, value
+            return
+        positioned = cur.set_range(hi) if hi is not None else cur.last()
+        if hi is not None:
+            positioned = cur.prev() if positioned else cur.last()
+        while positioned:
+            key = cur.key()
+            if key < lo:
+                return
+            yield key, cur.value()
+            positioned = cur.prev()
+
+    def prefix(
+        self, db: bytes, prefix: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return self.range(db, prefix, prefix_end(prefix), reverse=reverse)
+
+    def delete_range(self, db: bytes, lo: bytes, hi: bytes | None) -> int:
+        """Delete ``lo <= key < hi``. Deleting moves the cursor to the next record, so this never
+        iterates with ``for`` (which would skip every other record)."""
+        cur = self._txn.cursor(db=self._dbs[db])
+        n = 0
+        if not cur.set_range(lo):
+            return 0
+        while True:
+            key = cur.key()
+            if not key or (hi is not None and key >= hi):
+                return n
+            if not cur.delete():
+                return n
+            n += 1
+
+    def count(self, db: bytes) -> int:
+        entries: int = self._txn.stat(self._dbs[db])["entries"]
+        return entries
+
+
+class Env:
+    """One LMDB environment with ckdb's named sub-databases."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool,
+        durability: str,
+        map_size: int,
+        unsafe_nosync: bool = False,
+    ) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.pid = os.getpid()
+        self._gate = _Gate()
+        self._write_lock = threading.RLock()
+        self._closed = False
+        st = os.stat(path)
+        self._ident = (st.st_dev, st.st_ino)
+        with _open_lock:
+            other = _open_envs.get(self._ident)
+            if other is not None and not other._closed and other.pid == self.pid:
+                raise StoreLocked(
+                    f"{path} is already open in this process; share that Store between threads "
+                    "(LMDB allows one environment per path per process)"
+                )
+            _open_envs[self._ident] = self
+        try:
+            self._env = self._open_lmdb(map_size, durability, unsafe_nosync)
+        except BaseException:
+            with _open_lock:
+                if _open_envs.get(self._ident) is self:
+                    del _open_envs[self._ident]
+            raise
+
+    def _open_lmdb(self, map_size: int, durability: str, unsafe_nosync: bool) -> Any:
+        if not (self.path / "data.mdb").exists():
+            raise FormatError(f"{self.path} is not a ckdb store (no data.mdb)")
+        try:
+            env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                subdir=True,
+                readonly=self.readonly,
+                sync=not unsafe_nosync,
+                metasync=durability == "sync" and not unsafe_nosync,
+                writemap=False,
+                map_async=False,
+                lock=True,
+                max_dbs=MAX_DBS,
+                max_readers=510,
+                create=False,
+                # An existing environment: leaving lib_version unset lets its own format pick
+                # the engine.
+            )
+        except lmdb.Error as err:
+            raise translate(err, f"cannot open {self.path}") from None
+        try:
+            env.reader_check()  # clear reader slots left by dead processes
+            # Handles opened inside a read transaction die with it; open_db without a txn keeps
+            # them for the environment's lifetime.
+            self._dbs = {name: env.open_db(name, create=False) for name in ALL_DBS}
+        except lmdb.NotFoundError:
+            env.close()
+            raise FormatError(f"{self.path} is an LMDB environment but not a ckdb store") from None
+        except lmdb.Error as err:
+            env.close()
+            raise translate(err, f"cannot open {self.path}") from None
+        return env
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"the store at {self.path} is closed")
+        if os.getpid() != self.pid:
+            raise StoreClosed(
+                f"the store at {self.path} was opened in process {self.pid} and cannot be used "
+                f"after fork() (this is process {os.getpid()}); open it again in the child"
+            )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if os.getpid() == self.pid:
+            with self._write_lock, self._gate.exclusive():
+                self._closed = True
+                self._env.close()
+        else:
+            # After fork() the child must not touch the parent's environment (not even close it).
+            self._closed = True
+        with _open_lock:
+            if _open_envs.get(self._ident) is self:
+                del _open_envs[self._ident]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def map_size(self) -> int:
+        size: int = self._env.info()["map_size"]
+        return size
+
+    def info(self) -> dict[str, int]:
+        self.check()
+        out: dict[str, int] = dict(self._env.info())
+        out.update({f"stat_{k}": v for k, v in self._env.stat().items()})
+        return out
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A short read transaction (keep it short: a long one stops page reuse)."""
+        self.check()
+        for _ in range(MAX_WRITE_RETRIES):
+            with self._gate.shared():
+                try:
+                    txn = self._env.begin(write=False)
+                except lmdb.MapResizedError:
+                    txn = None
+                except lmdb.Error as err:
+                    raise translate(err, "cannot begin a read transaction") from None
+                if txn is not None:
+                    try:
+                        yield Txn(txn, self._dbs, False)
+                    except lmdb.Error as err:
+                        raise translate(err, "read failed") from None
+                    finally:
+                        txn.abort()
+                    return
+            self._adopt_map_size()
+        raise StorageError("the map size kept changing under this reader")
+
+    def write(self, fn: Callable[[Txn], T], *, estimate: int = 0) -> T:
+        """Run ``fn`` in one write transaction and commit durably.
+
+        ``fn`` must be re-runnable whole: on a full map the transaction is aborted, the map grown
+        and ``fn`` called again. ``estimate`` is the bytes the write adds (for the disk check).
+        """
+        self.check()
+        if self.readonly:
+            raise ReadOnlyStore(f"{self.path} is open read-only")
+        if estimate:
+            self._check_disk(estimate)
+        with self._write_lock:
+            for _ in range(MAX_WRITE_RETRIES):
+                grow = False
+                with self._gate.shared():
+                    try:
+                        txn = self._env.begin(write=True)
+                    except lmdb.MapResizedError:
+                        txn = None
+                    except lmdb.Error as err:
+                        raise translate(err, "cannot begin a write transaction") from None
+                    if txn is not None:
+                        try:
+                            result = fn(Txn(txn, self._dbs, True))
+                            txn.commit()
+                            return result
+                        except lmdb.MapFullError:
+                            txn.abort()
+                            grow = True
+                        except lmdb.Error as err:
+                            txn.abort()
+                            raise translate(err, "write failed; nothing was written") from None
+                        except BaseException:
+                            txn.abort()
+                            raise
+                if grow:
+                    self._grow(estimate)
+                else:
+                    self._adopt_map_size()
+            raise StorageError("could not complete a write after growing the map repeatedly")
+
+    def _check_disk(self, needed: int) -> None:
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return
+        if free < needed + DISK_MARGIN:
+            raise StoreFull(
+                f"the disk holding {self.path} has {free} bytes free; this write needs about "
+                f"{needed} bytes plus a {DISK_MARGIN}-byte margin. Nothing was written."
+            )
+
+    def _grow(self, estimate: int) -> None:
+        with self._gate.exclusive():
+            current = self.map_size()
+            new = min(MAX_MAP_SIZE, max(current * 2, current + 4 * estimate + (64 << 20)))
+            if new <= current:
+                raise StoreFull(f"the map of {self.path} is at its maximum size ({current} bytes)")
+            self._check_disk(estimate)
+            try:
+                self._env.set_mapsize(new)
+            except lmdb.Error as err:
+                raise translate(err, "cannot grow the map") from None
+
+    def _adopt_map_size(self) -> None:
+        """Another process grew the map: adopt its size (set_mapsize(0))."""
+        with self._gate.exclusive():
+            try:
+                self._env.set_mapsize(0)
+            except lmdb.Error as err:
+                raise translate(err, "cannot adopt the map size") from None
+
+    # -- copies ----------------------------------------------------------------------------------
+
+    def copy_to(self, dest: Path, *, compact: bool = True) -> None:
+        self.check()
+        try:
+            self._env.copy(str(dest), compact=compact)
+        except lmdb.Error as err:
+            raise translate(err, f"cannot copy the store to {dest}") from None
+
+
+def create_environment(tmp_dir: Path, init: Callable[[Txn], None]) -> None:
+    """Create a fresh environment in ``tmp_dir`` with every sub-database, run ``init`` in the first
+    write transaction, close it and fsync its files and directory. The caller renames it."""
+    try:
+        env = lmdb.open(
+            str(tmp_dir),
+            map_size=DEFAULT_MAP_SIZE,
+            subdir=True,
+            sync=True,
+            metasync=True,
+            writemap=False,
+            map_async=False,
+            lock=True,
+            max_dbs=MAX_DBS,
+            create=True,
+            lib_version=0,  # the 0.9 file format (readable by every LMDB tool and py-lmdb release)
+        )
+    except lmdb.Error as err:
+        raise translate(err, f"cannot create a store in {tmp_dir}") from None
+    try:
+        with env.begin(write=True) as txn:
+            dbs = {name: env.open_db(name, txn=txn, create=True) for name in ALL_DBS}
+            init(Txn(txn, dbs, True))
+        env.sync(True)
+    except lmdb.Error as err:
+        raise translate(err, f"cannot initialise a store in {tmp_dir}") from None
+    finally:
+        env.close()
+    for name in os.listdir(tmp_dir):
+        fsync_path(tmp_dir / name)
+    fsync_path(tmp_dir, directory=True)
+
+
+def structural_check(path: Path) -> list[str]:
+    """LMDB's own structural verification of an environment (problems as text; [] = clean).
+
+    py-lmdb's verifier is a pure-Python byte walker that never hands the file to liblmdb, so a
+    damaged file cannot crash the caller.
+    """
+    from lmdb import verify as lmdb_verify  # noqa: PLC0415 - only needed here
+
+    try:
+        report = lmdb_verify.verify(str(path))  # type: ignore[no-untyped-call]
+    except (lmdb_verify.VerifyError, OSError) as err:
+        return [f"cannot verify: {err}"]
+    return [str(p) for p in report]

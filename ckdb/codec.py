@@ -1,0 +1,190 @@
+"""Frame encode/decode: compress, tag, verify. Pure: bytes in, bytes out, no I/O.
+
+A frame is ``header ‖ body ‖ tag`` (see ``docs/format.md``)::
+
+    header = FRAME_HEADER.pack(b"CKF", FRAME_VERSION, record_type, codec, key_id, raw_len)
+    tag    = HMAC-SHA256(mac_key[key_id],
+                         header ‖ u8 len(db) ‖ db ‖ u16 len(key) ‖ key ‖ body)
+
+Binding the sub-database name and the key into the tag means a valid frame copied under another
+key (another checkpoint, another component) fails verification. The tag is checked before the body
+is decompressed, so a forged length cannot make us allocate.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from collections.abc import Callable
+from typing import NamedTuple
+
+import cramjam
+
+from ckdb.errors import FormatError, IntegrityError
+from ckdb.layout import (
+    FRAME_HEADER,
+    FRAME_MAGIC,
+    FRAME_VERSION,
+    REGISTRY_TAG_SIZE,
+    REGISTRY_TAGGED,
+    REGISTRY_VALUE,
+    TAG_SIZE,
+    Codec,
+    RecordType,
+)
+
+#: Bodies shorter than this are stored uncompressed (compression cannot pay for its header).
+COMPRESS_THRESHOLD = 256
+ZSTD_LEVEL = 3
+MAX_RAW_LEN = 1 << 40  # sanity bound on a header's raw length (checked after the tag)
+
+_ADDR = struct.Struct(">B")
+_KEYLEN = struct.Struct(">H")
+
+#: key id -> a keyed HMAC object to ``.copy()`` (raises IntegrityError for an unknown key id)
+MacLookup = Callable[[int], "hmac.HMAC"]
+
+
+class Frame(NamedTuple):
+    rtype: int
+    codec: int
+    key_id: int
+    raw_len: int
+    body: bytes  # as stored (maybe compressed)
+
+
+def _tag(mac: hmac.HMAC, header: bytes, db: bytes, key: bytes, body: bytes | memoryview) -> bytes:
+    h = mac.copy()
+    h.update(header)
+    h.update(_ADDR.pack(len(db)))
+    h.update(db)
+    h.update(_KEYLEN.pack(len(key)))
+    h.update(key)
+    h.update(body)
+    return h.digest()
+
+
+def compress(raw: bytes, codec: Codec) -> tuple[Codec, bytes]:
+    """Compress with ``codec`` unless too small or not smaller; returns what was used."""
+    if codec is Codec.NONE or len(raw) < COMPRESS_THRESHOLD:
+        return Codec.NONE, raw
+    if codec is Codec.ZSTD:
+        out = bytes(cramjam.zstd.compress(raw, level=ZSTD_LEVEL))
+    elif codec is Codec.LZ4:
+        out = bytes(cramjam.lz4.compress_block(raw, store_size=False))
+    else:  # pragma: no cover - enum is closed
+        raise ValueError(codec)
+    if len(out) >= len(raw):
+        return Codec.NONE, raw
+    return codec, out
+
+
+def decompress(codec: int, body: bytes | memoryview, raw_len: int) -> bytes:
+    try:
+        if codec == Codec.NONE:
+            out = bytes(body)
+        elif codec == Codec.ZSTD:
+            out = bytes(cramjam.zstd.decompress(body, output_len=raw_len))
+        elif codec == Codec.LZ4:
+            out = bytes(cramjam.lz4.decompress_block(body, output_len=raw_len))
+        else:
+            raise FormatError(f"unknown codec {codec}")
+    except FormatError:
+        raise
+    except Exception as err:
+        raise IntegrityError(f"frame body does not decompress: {err}") from None
+    if len(out) != raw_len:
+        raise IntegrityError(f"frame body decompressed to {len(out)} bytes, header says {raw_len}")
+    return out
+
+
+def encode_frame(
+    mac: hmac.HMAC,
+    key_id: int,
+    rtype: RecordType,
+    db: bytes,
+    key: bytes,
+    raw: bytes,
+    codec: Codec = Codec.ZSTD,
+) -> bytes:
+    """Build a tagged frame for ``raw`` stored at ``db``/``key``."""
+    used, body = compress(raw, codec)
+    header = FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, rtype, used, key_id, len(raw))
+    return b"".join((header, body, _tag(mac, header, db, key, body)))
+
+
+def parse_frame(macs: MacLookup, db: bytes, key: bytes, value: bytes | memoryview) -> Frame:
+    """Check structure and tag; return the header fields and the stored body. No decompression."""
+    view = memoryview(value)
+    if len(view) < FRAME_HEADER.size + TAG_SIZE:
+        raise IntegrityError(f"{_where(db, key)}: frame of {len(view)} bytes is too short")
+    magic, version, rtype, codec, key_id, raw_len = FRAME_HEADER.unpack_from(view)
+    if magic != FRAME_MAGIC:
+        raise IntegrityError(f"{_where(db, key)}: not a frame (bad magic)")
+    if version != FRAME_VERSION:
+        raise IntegrityError(f"{_where(db, key)}: unknown frame version {version}")
+    header = bytes(view[: FRAME_HEADER.size])
+    body = view[FRAME_HEADER.size : len(view) - TAG_SIZE]
+    tag = bytes(view[len(view) - TAG_SIZE :])
+    try:
+        mac = macs(key_id)
+    except KeyError:
+        raise IntegrityError(
+            f"{_where(db, key)}: frame tagged with unknown key id {key_id}"
+        ) from None
+    if not hmac.compare_digest(_tag(mac, header, db, key, body), tag):
+        raise IntegrityError(f"{_where(db, key)}: integrity tag mismatch")
+    if raw_len > MAX_RAW_LEN:
+        raise IntegrityError(f"{_where(db, key)}: implausible raw length {raw_len}")
+    return Frame(rtype, codec, key_id, raw_len, bytes(body))
+
+
+def decode_frame(
+    macs: MacLookup,
+    db: bytes,
+    key: bytes,
+    value: bytes | memoryview,
+    expect: RecordType | None = None,
+) -> bytes:
+    """Verify a frame at ``db``/``key`` and return its raw (decompressed) body."""
+    frame = parse_frame(macs, db, key, value)
+    if expect is not None and frame.rtype != expect:
+        raise IntegrityError(
+            f"{_where(db, key)}: frame holds record type {frame.rtype}, expected {int(expect)}"
+        )
+    return decompress(frame.codec, frame.body, frame.raw_len)
+
+
+# --- registry entries: a fixed struct with a truncated tag ---------------------------------------
+
+
+def encode_registry(
+    mac: hmac.HMAC, key_id: int, key: bytes, cid: bytes, created_us: int, flags: int
+) -> bytes:
+    head = REGISTRY_VALUE.pack(cid, created_us, flags, key_id, b"\0" * REGISTRY_TAG_SIZE)
+    head = head[:REGISTRY_TAGGED]
+    return head + _short_tag(mac, key, head)
+
+
+def decode_registry(
+    macs: MacLookup, key: bytes, value: bytes | memoryview
+) -> tuple[bytes, int, int]:
+    """-> (checkpoint id, created_at µs, flags); IntegrityError on any damage."""
+    if len(value) != REGISTRY_VALUE.size:
+        raise IntegrityError(f"{_where(b'registry', key)}: entry of {len(value)} bytes")
+    cid, created, flags, key_id, tag = REGISTRY_VALUE.unpack(bytes(value))
+    try:
+        mac = macs(key_id)
+    except KeyError:
+        raise IntegrityError(f"{_where(b'registry', key)}: unknown key id {key_id}") from None
+    if not hmac.compare_digest(_short_tag(mac, key, bytes(value[:REGISTRY_TAGGED])), tag):
+        raise IntegrityError(f"{_where(b'registry', key)}: integrity tag mismatch")
+    return cid, created, flags
+
+
+def _short_tag(mac: hmac.HMAC, key: bytes, head: bytes) -> bytes:
+    return _tag(mac, b"registry-entry", b"registry", key, head)[:REGISTRY_TAG_SIZE]
+
+
+def _where(db: bytes, key: bytes) -> str:
+    return f"{db.decode('ascii', 'replace')}/{key.hex()}"

@@ -1,0 +1,134 @@
+"""State encoding: msgpack, strict, exact round trips. Never pickle.
+
+Round-trips exactly: None, bool, int of any size (outside 64 bits as an extension type), float
+(NaN, ±inf and -0.0 included), str, bytes, list, and dict (str keys; other scalar keys such as
+int or bytes round-trip too). Everything else — tuples, sets, subclasses (IntEnum, OrderedDict),
+datetimes, objects — is an :class:`InvalidInput` naming the path to the bad value, e.g.
+``state.task.items[3]``. The choice of msgpack over orjson is measured in ``docs/design.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+
+from ckdb.errors import FormatError, InvalidInput
+
+_EXT_BIGINT = 1
+_SCALARS = (type(None), bool, int, float, str, bytes)
+_KEY_TYPES = (type(None), bool, int, float, str, bytes)
+
+
+def _default(obj: object) -> object:
+    if type(obj) is int:  # only reached when the int does not fit in 64 bits
+        n: int = obj
+        return msgpack.ExtType(
+            _EXT_BIGINT, n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True)
+        )
+    raise TypeError(f"unsupported type {type(obj).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    if code == _EXT_BIGINT:
+        return int.from_bytes(data, "big", signed=True)
+    raise FormatError(f"unknown msgpack extension type {code}")
+
+
+def _packer() -> Any:
+    return msgpack.Packer(strict_types=True, use_bin_type=True, default=_default, datetime=False)
+
+
+def encode(value: object, path: str = "state") -> bytes:
+    """Encode ``value``; on any unsupported value raise InvalidInput naming its path."""
+    try:
+        out: bytes = _packer().pack(value)
+    except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as err:
+        bad = find_unsupported(value, path)
+        raise InvalidInput(bad or f"{path}: cannot encode: {err}") from None
+    return out
+
+
+def decode(data: bytes | memoryview) -> Any:
+    try:
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True
+        )
+    except FormatError:
+        raise
+    except Exception as err:  # msgpack raises a zoo of classes on malformed input
+        raise FormatError(f"malformed encoded value: {type(err).__name__}: {err}") from None
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def find_unsupported(value: object, path: str = "state", depth: int = 0) -> str | None:
+    """The first unsupported value under ``value`` as ``"path: reason"``, or None."""
+    if depth > 500:
+        return f"{path}: nested more than 500 levels deep"
+    kind = type(value)
+    if kind is str:
+        try:
+            value.encode("utf-8")  # type: ignore[attr-defined]
+        except UnicodeEncodeError:
+            return f"{path}: str with a lone surrogate cannot be stored as UTF-8"
+        return None
+    if kind in _SCALARS:
+        return None
+    if kind is list:
+        items: list[object] = value  # type: ignore[assignment]
+        for i, item in enumerate(items):
+            bad = find_unsupported(item, f"{path}[{i}]", depth + 1)
+            if bad:
+                return bad
+        return None
+    if kind is dict:
+        for k, item in value.items():  # type: ignore[attr-defined]
+            if type(k) not in _KEY_TYPES:
+                return f"{path}: unsupported dict key ({_describe(k)})"
+            if type(k) is str:
+                bad = find_unsupported(k, f"{path}{{key}}", depth + 1)
+                if bad:
+                    return bad
+                sub = f"{path}.{k}" if k.isidentifier() else f"{path}[{k!r}]"
+            else:
+                sub = f"{path}[{k!r}]"
+            bad = find_unsupported(item, sub, depth + 1)
+            if bad:
+                return bad
+        return None
+    hint = ""
+    if kind is tuple:
+        hint = " (use a list)"
+    elif kind in (set, frozenset):
+        hint = " (use a sorted list)"
+    elif isinstance(value, int | float | str | bytes | list | dict):
+        hint = f" (a subclass of {kind.__mro__[1].__name__}; convert it to the plain type)"
+    return f"{path}: unsupported value ({_describe(value)}){hint}"
+
+
+def same(a: object, b: object) -> bool:
+    """Exact equality as ckdb promises it: types match, NaN equals NaN, -0.0 is not 0.0."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        fa, fb = float(a), float(b)  # type: ignore[arg-type]
+        if math.isnan(fa):
+            return math.isnan(fb)
+        return fa == fb and math.copysign(1.0, fa) == math.copysign(1.0, fb)
+    if type(a) is list:
+        la, lb = list(a), list(b)  # type: ignore[call-overload]
+        return len(la) == len(lb) and all(same(x, y) for x, y in zip(la, lb, strict=True))
+    if type(a) is dict:
+        da: dict[object, object] = a
+        db: dict[object, object] = b  # type: ignore[assignment]
+        if list(da.keys()) != list(db.keys()):
+            return False
+        return all(same(da[k], db[k]) for k in da)
+    return a == b

@@ -1,0 +1,233 @@
+"""Byte layouts, sub-database names and key encoders. Pure: no I/O.
+
+Every fixed layout is one ``struct.Struct`` with its size asserted; ``docs/format.md`` carries a
+byte table for each, and ``tests/test_docs.py`` parses those tables and compares them with the
+structs here.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+import struct
+import threading
+import time
+
+from ckdb.errors import CheckpointNotFound, FormatError, InvalidInput
+
+# --- sub-databases -------------------------------------------------------------------------------
+
+DB_INFO = b"info"
+DB_CHECKPOINTS = b"checkpoints"
+DB_REGISTRY = b"registry"
+DB_PAYLOADS = b"payloads"
+DB_CHUNKS = b"chunks"
+DB_REFS = b"refs"
+DB_MARKS = b"marks"
+DB_SETTINGS = b"settings"
+DB_WORKFLOWS = b"workflows"
+
+ALL_DBS = (
+    DB_INFO,
+    DB_CHECKPOINTS,
+    DB_REGISTRY,
+    DB_PAYLOADS,
+    DB_CHUNKS,
+    DB_REFS,
+    DB_MARKS,
+    DB_SETTINGS,
+    DB_WORKFLOWS,
+)
+MAX_DBS = 32  # room for integrations' own sub-databases
+
+# --- format record (info/"format"), readable before any key -------------------------------------
+
+STORE_MAGIC = b"CKDBSTOR"
+FORMAT_VERSION = 1
+#: magic, format version, incompat features, compat features, store uuid, created (µs since epoch)
+FORMAT = struct.Struct(">8sHII16sQ")
+assert FORMAT.size == 42
+
+#: Feature bits a reader must understand to open the store at all.
+INCOMPAT_KNOWN = 0
+#: Feature bits a reader may ignore.
+COMPAT_KNOWN = 0
+
+INFO_FORMAT = b"format"
+INFO_KEYCHECK = b"keycheck"
+INFO_KEYRING = b"keyring"
+
+# --- frames --------------------------------------------------------------------------------------
+
+FRAME_MAGIC = b"CKF"
+FRAME_VERSION = 1
+#: magic, frame version, record type, codec, key id, raw (uncompressed body) length
+FRAME_HEADER = struct.Struct(">3sBBBHQ")
+assert FRAME_HEADER.size == 16
+TAG_SIZE = 32  # HMAC-SHA256
+
+
+class RecordType(enum.IntEnum):
+    """What a frame holds; also the component-type byte of a payload key."""
+
+    METADATA = 1
+    COMPONENT = 2  # one named workflow-state component
+    RESOURCES = 3
+    DEPENDENCIES = 4
+    MANIFEST = 5  # file state (working-directory manifest)
+    CHUNK = 6
+    WORKFLOW = 7
+    SETTING = 8
+    MARK = 9
+
+
+PAYLOAD_TYPES = frozenset(
+    {RecordType.COMPONENT, RecordType.RESOURCES, RecordType.DEPENDENCIES, RecordType.MANIFEST}
+)
+
+
+class Codec(enum.IntEnum):
+    NONE = 0
+    ZSTD = 1
+    LZ4 = 2
+
+
+# --- registry entry ------------------------------------------------------------------------------
+
+#: checkpoint id, created_at (µs since epoch, UTC), flags, key id, truncated HMAC tag
+REGISTRY_VALUE = struct.Struct(">16sQBH16s")
+assert REGISTRY_VALUE.size == 43
+REGISTRY_TAGGED = REGISTRY_VALUE.size - 16  # bytes covered by the tag
+REGISTRY_TAG_SIZE = 16
+
+FLAG_PINNED = 0x01
+FLAG_MARKED = 0x02  # marked corrupted
+FLAG_MANUAL = 0x04
+FLAGS_KNOWN = FLAG_PINNED | FLAG_MARKED | FLAG_MANUAL
+
+SEQ = struct.Struct(">Q")
+
+# --- names and keys ------------------------------------------------------------------------------
+
+MAX_NAME_BYTES = 200  # workflow ids, phases, component and checkpoint names (UTF-8 bytes)
+ID_SIZE = 16
+
+
+def check_name(value: object, what: str) -> str:
+    """Validate a workflow id, phase or name: non-empty str, valid UTF-8, bounded, no NUL."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a str, not {type(value).__name__}")
+    if not value:
+        raise InvalidInput(f"{what} must not be empty")
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidInput(f"{what} is not valid Unicode text: {err.reason}") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise InvalidInput(
+            f"{what} is {len(encoded)} bytes in UTF-8; the limit is {MAX_NAME_BYTES}"
+        )
+    if "\x00" in value:
+        raise InvalidInput(f"{what} must not contain NUL characters")
+    return value
+
+
+def workflow_key(workflow_id: str) -> bytes:
+    """Length-prefixed UTF-8, so one workflow's prefix is never another's."""
+    raw = workflow_id.encode("utf-8")
+    return bytes((len(raw),)) + raw
+
+
+def registry_key(wf_key: bytes, seq: int) -> bytes:
+    return wf_key + SEQ.pack(seq)
+
+
+def split_registry_key(key: bytes) -> tuple[bytes, int]:
+    if len(key) < 1 + SEQ.size or key[0] + 1 + SEQ.size != len(key):
+        raise FormatError(f"malformed registry key of {len(key)} bytes")
+    return key[: key[0] + 1], SEQ.unpack_from(key, key[0] + 1)[0]
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: no such key)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+def payload_key(cid: bytes, rtype: RecordType, name: str) -> bytes:
+    return cid + bytes((rtype,)) + name.encode("utf-8")
+
+
+# --- checkpoint ids (ULID-like) ------------------------------------------------------------------
+
+_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+_B32_DECODE = {c: i for i, c in enumerate(_B32)}
+_B32_DECODE.update({c.lower(): i for i, c in enumerate(_B32)})
+ID_TEXT_LEN = 26
+
+
+class IdGenerator:
+    """128-bit ids: 48-bit millisecond time ‖ 80 bits that are random per millisecond and
+    incremented within one (monotonic in this process, unique across processes by randomness).
+
+    Thread-safe; reset after ``fork()`` so a parent and child never continue the same sequence.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_rand = 0
+        self._pid = os.getpid()
+
+    def new(self) -> bytes:
+        with self._lock:
+            pid = os.getpid()
+            ms = time.time_ns() // 1_000_000
+            if pid != self._pid or ms > self._last_ms:
+                self._pid = pid
+                self._last_ms = ms
+                self._last_rand = int.from_bytes(secrets.token_bytes(10), "big")
+            else:
+                # Same (or an earlier: the clock stepped back) millisecond: keep the last time and
+                # count up, so ids stay strictly increasing in this process.
+                self._last_rand += 1
+                if self._last_rand >= 1 << 80:
+                    self._last_ms += 1
+                    self._last_rand = int.from_bytes(secrets.token_bytes(10), "big") >> 1
+            return ((self._last_ms << 80) | self._last_rand).to_bytes(16, "big")
+
+
+new_id = IdGenerator().new
+
+
+def id_to_text(cid: bytes) -> str:
+    n = int.from_bytes(cid, "big")
+    out = []
+    for _ in range(ID_TEXT_LEN):
+        out.append(_B32[n & 31])
+        n >>= 5
+    return "".join(reversed(out))
+
+
+def id_from_text(text: object) -> bytes:
+    """Parse a 26-character id; anything else is a :class:`CheckpointNotFound`."""
+    if isinstance(text, bytes | bytearray) and len(text) == ID_SIZE:
+        return bytes(text)
+    if not isinstance(text, str) or len(text) != ID_TEXT_LEN:
+        raise CheckpointNotFound(f"no checkpoint {text!r}: not a 26-character checkpoint id")
+    n = 0
+    for ch in text:
+        v = _B32_DECODE.get(ch)
+        if v is None:
+            raise CheckpointNotFound(f"no checkpoint {text!r}: invalid character {ch!r}")
+        n = (n << 5) | v
+    if n >> 128:
+        raise CheckpointNotFound(f"no checkpoint {text!r}: id out of range")
+    return n.to_bytes(16, "big")
+
+
+def id_time_ms(cid: bytes) -> int:
+    return int.from_bytes(cid[:6], "big")

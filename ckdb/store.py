@@ -1,0 +1,872 @@
+"""The Store: open/close, create/load/list/latest/delete.
+
+Write protocol (``docs/format.md`` has the byte tables and the crash windows):
+
+1. Validate every input; encode, compress and tag every payload frame outside the write lock.
+2. One write transaction: assign the workflow sequence and parent, build the metadata frame,
+   put payloads, metadata, registry entry and workflow record, read every value back and verify
+   it, commit. The commit is the commit point: before it nothing of the checkpoint is visible,
+   after it all of it is durable (``durability="sync"``).
+3. The transaction body is a function that can be re-run whole after a map resize.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import getpass
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import struct
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from attrs import frozen
+
+from ckdb import encoding, keys
+from ckdb._env import DEFAULT_MAP_SIZE, Env, Txn, create_environment, fsync_path
+from ckdb.codec import decode_frame, decode_registry, encode_frame, encode_registry, parse_frame
+from ckdb.errors import (
+    CheckpointNotFound,
+    FormatError,
+    IntegrityError,
+    InvalidInput,
+    StoreNotFound,
+    UnsupportedVersion,
+    WorkflowNotFound,
+    WrongKey,
+)
+from ckdb.layout import (
+    COMPAT_KNOWN,
+    DB_CHECKPOINTS,
+    DB_INFO,
+    DB_MARKS,
+    DB_PAYLOADS,
+    DB_REGISTRY,
+    DB_WORKFLOWS,
+    FLAG_MANUAL,
+    FLAG_MARKED,
+    FLAG_PINNED,
+    FORMAT,
+    FORMAT_VERSION,
+    INCOMPAT_KNOWN,
+    INFO_FORMAT,
+    INFO_KEYCHECK,
+    INFO_KEYRING,
+    STORE_MAGIC,
+    Codec,
+    RecordType,
+    check_name,
+    id_from_text,
+    id_to_text,
+    new_id,
+    payload_key,
+    prefix_end,
+    registry_key,
+    split_registry_key,
+    workflow_key,
+)
+from ckdb.records import (
+    KIND_AUTOMATIC,
+    KIND_MANUAL,
+    KINDS,
+    STATUS_CORRUPTED,
+    STATUS_VALID,
+    Checkpoint,
+    CheckpointInfo,
+    ComponentInfo,
+)
+
+DURABILITIES = ("sync", "relaxed")
+METADATA_VERSION = 1
+
+_TYPE_NAMES = {
+    RecordType.COMPONENT: "component",
+    RecordType.RESOURCES: "resources",
+    RecordType.DEPENDENCIES: "dependencies",
+    RecordType.MANIFEST: "manifest",
+}
+_DIGEST_PART = struct.Struct(">BH")
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _dt(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def _integrity(cid: bytes, components: list[list[Any]]) -> bytes:
+    """The checkpoint's digest over its component digests (the seed's ``integrity_hash``)."""
+    h = hashlib.sha256(b"ckdb/v1/integrity")
+    h.update(cid)
+    for rtype, name, _raw, _stored, digest in components:
+        raw_name = name.encode("utf-8")
+        h.update(_DIGEST_PART.pack(rtype, len(raw_name)))
+        h.update(raw_name)
+        h.update(digest)
+    return h.digest()
+
+
+def _codec_for(compression: object) -> Codec:
+    if compression is True or compression == "zstd":
+        return Codec.ZSTD
+    if compression is False or compression is None or compression == "none":
+        return Codec.NONE
+    if compression == "lz4":
+        return Codec.LZ4
+    raise InvalidInput(
+        f"compression must be True, False, 'zstd', 'lz4' or 'none', not {compression!r}"
+    )
+
+
+@frozen
+class _Part:
+    """One payload frame of a checkpoint, built outside the write lock."""
+
+    rtype: RecordType
+    name: str
+    key: bytes
+    frame: bytes
+    raw_size: int
+    digest: bytes
+
+
+@frozen
+class _Meta:
+    """A decoded, verified metadata frame."""
+
+    cid: bytes
+    workflow_id: str
+    phase: str
+    kind: str
+    name: str | None
+    created_us: int
+    created_by: str
+    seq: int
+    parent: bytes | None
+    components: list[list[Any]]
+    integrity: bytes
+
+    @classmethod
+    def parse(cls, cid: bytes, raw: bytes) -> _Meta:
+        try:
+            doc = encoding.decode(raw)
+            meta = cls(
+                cid=bytes(doc["id"]),
+                workflow_id=str(doc["workflow_id"]),
+                phase=str(doc["phase"]),
+                kind=str(doc["kind"]),
+                name=None if doc["name"] is None else str(doc["name"]),
+                created_us=int(doc["created_at"]),
+                created_by=str(doc["created_by"]),
+                seq=int(doc["seq"]),
+                parent=None if doc["parent"] is None else bytes(doc["parent"]),
+                components=[list(c) for c in doc["components"]],
+                integrity=bytes(doc["integrity"]),
+            )
+        except (FormatError, KeyError, TypeError, ValueError) as err:
+            raise IntegrityError(
+                f"checkpoint {id_to_text(cid)}: malformed metadata: {err}"
+            ) from None
+        if meta.cid != cid:
+            raise IntegrityError(
+                f"checkpoint {id_to_text(cid)}: metadata belongs to {id_to_text(meta.cid)}"
+            )
+        return meta
+
+    def info(self, flags: int, status: str | None = None) -> CheckpointInfo:
+        comps = tuple(
+            ComponentInfo(
+                type=_TYPE_NAMES.get(RecordType(c[0]), str(c[0])),
+                name=c[1],
+                raw_size=c[2],
+                stored_size=c[3],
+                digest=bytes(c[4]).hex(),
+            )
+            for c in self.components
+        )
+        if status is None:
+            status = STATUS_CORRUPTED if flags & FLAG_MARKED else STATUS_VALID
+        return CheckpointInfo(
+            id=id_to_text(self.cid),
+            workflow_id=self.workflow_id,
+            phase=self.phase,
+            kind=self.kind,
+            name=self.name,
+            created_at=_dt(self.created_us),
+            created_by=self.created_by,
+            sequence=self.seq,
+            parent_id=None if self.parent is None else id_to_text(self.parent),
+            pinned=bool(flags & FLAG_PINNED),
+            status=status,
+            raw_size=sum(c.raw_size for c in comps),
+            stored_size=sum(c.stored_size for c in comps),
+            integrity=self.integrity.hex(),
+            components=comps,
+        )
+
+
+def open(
+    path: str | os.PathLike[str],
+    *,
+    key: bytes | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    readonly: bool = False,
+    durability: str = "sync",
+    create: bool = True,
+    map_size: int | None = None,
+    created_by: str | None = None,
+    _unsafe_nosync: bool = False,
+) -> Store:
+    """Open (or create) the store at ``path``. See :class:`Store`."""
+    return Store(
+        path,
+        key=key,
+        key_file=key_file,
+        readonly=readonly,
+        durability=durability,
+        create=create,
+        map_size=map_size,
+        created_by=created_by,
+        _unsafe_nosync=_unsafe_nosync,
+    )
+
+
+class Store:
+    """A ckdb store: one LMDB environment. Share one ``Store`` between threads; several processes
+    may open the same path. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        key: bytes | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        readonly: bool = False,
+        durability: str = "sync",
+        create: bool = True,
+        map_size: int | None = None,
+        created_by: str | None = None,
+        _unsafe_nosync: bool = False,
+    ) -> None:
+        if durability not in DURABILITIES:
+            raise InvalidInput(f"durability must be one of {DURABILITIES}, not {durability!r}")
+        if map_size is not None and (not isinstance(map_size, int) or map_size < 1 << 16):
+            raise InvalidInput(f"map_size must be an int of at least 65536, not {map_size!r}")
+        if key is not None:
+            key = keys.check_master_key(key)
+        self.path = Path(os.fspath(path)).absolute()
+        self.readonly = readonly
+        self.durability = durability
+        self._created_by = created_by or _default_creator()
+        if key_file is None and key is None and os.environ.get("CKDB_KEY_FILE"):
+            key_file = os.environ["CKDB_KEY_FILE"]
+        if not (self.path / "data.mdb").exists():
+            if readonly or not create:
+                if not self.path.exists():
+                    raise StoreNotFound(f"there is no store at {self.path}")
+                raise FormatError(f"{self.path} is not a ckdb store (no data.mdb)")
+            _create_store(self.path, key, key_file, map_size or DEFAULT_MAP_SIZE)
+        size = map_size or DEFAULT_MAP_SIZE
+        with contextlib.suppress(OSError):
+            size = max(size, int(os.path.getsize(self.path / "data.mdb") * 1.5))
+        self._env = Env(
+            self.path,
+            readonly=readonly,
+            durability=durability,
+            map_size=size,
+            unsafe_nosync=_unsafe_nosync,
+        )
+        try:
+            self._uuid, self._keys = self._unlock(key, key_file)
+        except BaseException:
+            self._env.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _unlock(
+        self, key: bytes | None, key_file: str | os.PathLike[str] | None
+    ) -> tuple[bytes, keys.Keyring]:
+        # Check the format version and mandatory features before anything else: an unknown
+        # format must not be interpreted, let alone written (borg Repository.open).
+        with self._env.read() as txn:
+            fmt = txn.get(DB_INFO, INFO_FORMAT)
+            check = txn.get(DB_INFO, INFO_KEYCHECK)
+            ring = txn.get(DB_INFO, INFO_KEYRING)
+        if fmt is None:
+            raise FormatError(f"{self.path} has no ckdb format record")
+        uuid = check_format(fmt)
+        if check is None or ring is None:
+            raise FormatError(f"{self.path} has no key records: the store header is damaged")
+        master = _resolve_key(self.path, key, key_file)
+        kek = keys.kek_for(master, uuid)
+        if not secrets.compare_digest(keys.key_check(kek, fmt), check):
+            raise WrongKey(
+                f"the key does not open {self.path} (wrong key, or a damaged store header)"
+            )
+        return uuid, keys.Keyring.unwrap(kek, uuid, ring)
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._env.closed else ("read-only" if self.readonly else "open")
+        return f"<ckdb.Store {str(self.path)!r} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._env.closed
+
+    @property
+    def uuid(self) -> str:
+        return self._uuid.hex()
+
+    # -- frames ----------------------------------------------------------------------------------
+
+    def _frame(self, rtype: RecordType, db: bytes, key: bytes, raw: bytes, codec: Codec) -> bytes:
+        return encode_frame(self._keys.active_mac, self._keys.active, rtype, db, key, raw, codec)
+
+    def _unframe(self, db: bytes, key: bytes, value: bytes, expect: RecordType) -> bytes:
+        return decode_frame(self._keys.mac, db, key, value, expect)
+
+    def _registry_value(self, key: bytes, cid: bytes, created_us: int, flags: int) -> bytes:
+        return encode_registry(
+            self._keys.active_mac, self._keys.active, key, cid, created_us, flags
+        )
+
+    # -- create ----------------------------------------------------------------------------------
+
+    def create(
+        self,
+        workflow_id: str,
+        phase: str,
+        *,
+        state: Mapping[str, Any] | None = None,
+        resources: Any = None,
+        dependencies: Any = None,
+        kind: str = KIND_AUTOMATIC,
+        name: str | None = None,
+        compression: bool | str = True,
+        pinned: bool = False,
+        created_by: str | None = None,
+    ) -> CheckpointInfo:
+        """Create a checkpoint; returns its metadata once it is durable.
+
+        ``state`` maps component names (phase, task, agent, progress, configuration, or your own)
+        to encodable values; each component is stored as its own frame. Nothing is written unless
+        every input is valid.
+        """
+        self._env.check()
+        check_name(workflow_id, "workflow_id")
+        check_name(phase, "phase")
+        if kind not in KINDS:
+            raise InvalidInput(f"kind must be one of {KINDS}, not {kind!r}")
+        if kind == KIND_MANUAL:
+            if name is None:
+                raise InvalidInput("a manual checkpoint needs a name")
+            check_name(name, "name")
+        elif name is not None:
+            check_name(name, "name")
+        creator = self._created_by if created_by is None else check_name(created_by, "created_by")
+        codec = _codec_for(compression)
+        if state is None:
+            state = {}
+        if not isinstance(state, Mapping):
+            raise InvalidInput(
+                f"state must be a mapping of component name to value, not {type(state).__name__}"
+            )
+
+        cid = new_id()
+        parts: list[_Part] = []
+
+        def add(rtype: RecordType, cname: str, value: Any, path: str) -> None:
+            raw = encoding.encode(value, path)
+            key = payload_key(cid, rtype, cname)
+            frame = self._frame(rtype, DB_PAYLOADS, key, raw, codec)
+            parts.append(_Part(rtype, cname, key, frame, len(raw), hashlib.sha256(raw).digest()))
+
+        for cname, value in state.items():
+            check_name(cname, "state component name")
+            add(RecordType.COMPONENT, cname, value, f"state.{cname}")
+        if resources is not None:
+            add(RecordType.RESOURCES, "resources", resources, "resources")
+        if dependencies is not None:
+            add(RecordType.DEPENDENCIES, "dependencies", dependencies, "dependencies")
+
+        flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
+        components = [[int(p.rtype), p.name, p.raw_size, len(p.frame), p.digest] for p in parts]
+        integrity = _integrity(cid, components)
+        wf_key = workflow_key(workflow_id)
+        estimate = sum(len(p.frame) for p in parts) + 4096
+
+        def apply(txn: Txn) -> CheckpointInfo:
+            wf_raw = txn.get(DB_WORKFLOWS, wf_key)
+            if wf_raw is None:
+                wf_doc: dict[str, Any] = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
+            else:
+                wf_doc = encoding.decode(
+                    self._unframe(DB_WORKFLOWS, wf_key, wf_raw, RecordType.WORKFLOW)
+                )
+                if wf_doc.get("id") != workflow_id:
+                    raise IntegrityError(f"workflow record of {workflow_id!r} names another id")
+            seq = int(wf_doc["next_seq"])
+            parent = None
+            for _key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+                parent = bytes(value[:16])
+                break
+            created_us = _now_us()
+            meta_doc = {
+                "v": METADATA_VERSION,
+                "id": cid,
+                "workflow_id": workflow_id,
+                "phase": phase,
+                "kind": kind,
+                "name": name,
+                "created_at": created_us,
+                "created_by": creator,
+                "seq": seq,
+                "parent": parent,
+                "components": components,
+                "integrity": integrity,
+            }
+            meta_frame = self._frame(
+                RecordType.METADATA, DB_CHECKPOINTS, cid, encoding.encode(meta_doc), Codec.NONE
+            )
+            reg_key = registry_key(wf_key, seq)
+            reg_value = self._registry_value(reg_key, cid, created_us, flags)
+            wf_doc["next_seq"] = seq + 1
+            wf_frame = self._frame(
+                RecordType.WORKFLOW, DB_WORKFLOWS, wf_key, encoding.encode(wf_doc), Codec.NONE
+            )
+            if not txn.put(DB_CHECKPOINTS, cid, meta_frame, overwrite=False):
+                raise IntegrityError(f"checkpoint id {id_to_text(cid)} already exists")
+            written = [(DB_CHECKPOINTS, cid, meta_frame)]
+            for p in parts:
+                txn.put(DB_PAYLOADS, p.key, p.frame)
+                written.append((DB_PAYLOADS, p.key, p.frame))
+            if not txn.put(DB_REGISTRY, reg_key, reg_value, overwrite=False):
+                raise IntegrityError(f"registry slot {seq} of {workflow_id!r} is already taken")
+            txn.put(DB_WORKFLOWS, wf_key, wf_frame)
+            written.append((DB_WORKFLOWS, wf_key, wf_frame))
+            # Read every value back inside the transaction and verify it before committing.
+            for db, key, frame in written:
+                back = txn.get(db, key)
+                if back != frame:
+                    raise IntegrityError(f"read-back of {db.decode()} differs from what was put")
+                parse_frame(self._keys.mac, db, key, back)
+            if txn.get(DB_REGISTRY, reg_key) != reg_value:
+                raise IntegrityError("read-back of the registry entry differs from what was put")
+            return _Meta(
+                cid,
+                workflow_id,
+                phase,
+                kind,
+                name,
+                created_us,
+                creator,
+                seq,
+                parent,
+                components,
+                integrity,
+            ).info(flags)
+
+        return self._env.write(apply, estimate=estimate)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _read_meta(self, txn: Txn, cid: bytes) -> _Meta:
+        raw = txn.get(DB_CHECKPOINTS, cid)
+        if raw is None:
+            raise CheckpointNotFound(f"no checkpoint {id_to_text(cid)}")
+        return _Meta.parse(cid, self._unframe(DB_CHECKPOINTS, cid, raw, RecordType.METADATA))
+
+    def _read_flags(self, txn: Txn, meta: _Meta) -> tuple[bytes, int]:
+        """The registry entry of a checkpoint: (registry key, flags); IntegrityError if damaged."""
+        reg_key = registry_key(workflow_key(meta.workflow_id), meta.seq)
+        value = txn.get(DB_REGISTRY, reg_key)
+        if value is None:
+            raise IntegrityError(f"checkpoint {id_to_text(meta.cid)} has no registry entry")
+        rcid, _created, flags = decode_registry(self._keys.mac, reg_key, value)
+        if rcid != meta.cid:
+            raise IntegrityError(
+                f"registry slot of checkpoint {id_to_text(meta.cid)} names {id_to_text(rcid)}"
+            )
+        return reg_key, flags
+
+    def load(self, checkpoint_id: str) -> Checkpoint:
+        """Load and verify a checkpoint: every frame's tag, every component digest, the integrity
+        digest, and its registry entry. A damaged or marked checkpoint is an IntegrityError."""
+        cid = id_from_text(checkpoint_id)
+        with self._env.read() as txn:
+            meta = self._read_meta(txn, cid)
+            _reg_key, flags = self._read_flags(txn, meta)
+            if flags & FLAG_MARKED:
+                raise IntegrityError(f"checkpoint {id_to_text(cid)} is marked corrupted")
+            if _integrity(cid, meta.components) != meta.integrity:
+                raise IntegrityError(f"checkpoint {id_to_text(cid)}: integrity digest mismatch")
+            state: dict[str, Any] = {}
+            resources: Any = None
+            dependencies: Any = None
+            for rtype_i, cname, raw_size, _stored, digest in meta.components:
+                rtype = RecordType(rtype_i)
+                key = payload_key(cid, rtype, cname)
+                value = txn.get(DB_PAYLOADS, key)
+                if value is None:
+                    raise IntegrityError(
+                        f"checkpoint {id_to_text(cid)}: {_TYPE_NAMES[rtype]} {cname!r} is missing"
+                    )
+                raw = self._unframe(DB_PAYLOADS, key, value, rtype)
+                if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
+                    raise IntegrityError(
+                        f"checkpoint {id_to_text(cid)}: {_TYPE_NAMES[rtype]} {cname!r} digest "
+                        "mismatch"
+                    )
+                try:
+                    obj = encoding.decode(raw)
+                except FormatError as err:
+                    raise IntegrityError(f"checkpoint {id_to_text(cid)}: {err}") from None
+                if rtype is RecordType.COMPONENT:
+                    state[cname] = obj
+                elif rtype is RecordType.RESOURCES:
+                    resources = obj
+                elif rtype is RecordType.DEPENDENCIES:
+                    dependencies = obj
+        return Checkpoint(
+            info=meta.info(flags), state=state, resources=resources, dependencies=dependencies
+        )
+
+    def get_info(self, checkpoint_id: str) -> CheckpointInfo:
+        """A checkpoint's verified metadata (no payload decoding)."""
+        cid = id_from_text(checkpoint_id)
+        with self._env.read() as txn:
+            meta = self._read_meta(txn, cid)
+            _reg_key, flags = self._read_flags(txn, meta)
+            return meta.info(flags)
+
+    def _entry_info(self, txn: Txn, reg_key: bytes, value: bytes) -> CheckpointInfo | None:
+        """Info for a registry entry; damaged entries come back with status "corrupted"."""
+        try:
+            cid, created_us, flags = decode_registry(self._keys.mac, reg_key, value)
+        except IntegrityError:
+            cid, created_us, flags = bytes(value[:16]), 0, FLAG_MARKED
+        try:
+            meta = self._read_meta(txn, cid)
+            if registry_key(workflow_key(meta.workflow_id), meta.seq) != reg_key:
+                raise IntegrityError("registry slot and metadata disagree")
+        except CheckpointNotFound:
+            meta = None
+        except IntegrityError:
+            meta = None
+        if meta is not None:
+            return meta.info(flags)
+        wf_key, seq = split_registry_key(reg_key)
+        return CheckpointInfo(
+            id=id_to_text(cid) if len(cid) == 16 else "",
+            workflow_id=wf_key[1:].decode("utf-8", "replace"),
+            phase="",
+            kind=KIND_MANUAL if flags & FLAG_MANUAL else KIND_AUTOMATIC,
+            name=None,
+            created_at=_dt(created_us),
+            created_by="",
+            sequence=seq,
+            parent_id=None,
+            pinned=bool(flags & FLAG_PINNED),
+            status=STATUS_CORRUPTED,
+        )
+
+    def list(
+        self,
+        workflow_id: str | None = None,
+        *,
+        phase: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[CheckpointInfo]:
+        """Checkpoints newest first (per workflow: by sequence), from the registry and metadata
+        only. Damaged or marked checkpoints are listed with ``status="corrupted"``."""
+        if workflow_id is not None:
+            check_name(workflow_id, "workflow_id")
+        if kind is not None and kind not in KINDS:
+            raise InvalidInput(f"kind must be one of {KINDS}, not {kind!r}")
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidInput(f"limit must be a non-negative int, not {limit!r}")
+        since_us = _aware_us(since, "since")
+        until_us = _aware_us(until, "until")
+        out: builtins.list[CheckpointInfo] = []
+        if limit == 0:
+            return out
+        with self._env.read() as txn:
+            if workflow_id is not None:
+                entries: Iterator[tuple[bytes, bytes]] = txn.prefix(
+                    DB_REGISTRY, workflow_key(workflow_id), reverse=True
+                )
+            else:
+                # Newest first across workflows: order by created_at from the registry, then id.
+                raw = list(txn.range(DB_REGISTRY))
+                raw.sort(key=lambda kv: (bytes(kv[1][16:24]), bytes(kv[1][:16])), reverse=True)
+                entries = iter(raw)
+            for reg_key, value in entries:
+                created_us = int.from_bytes(value[16:24], "big") if len(value) >= 24 else 0
+                if since_us is not None and created_us < since_us:
+                    if workflow_id is not None:
+                        continue
+                    break
+                if until_us is not None and created_us > until_us:
+                    continue
+                info = self._entry_info(txn, reg_key, value)
+                if info is None:
+                    continue
+                if kind is not None and info.kind != kind:
+                    continue
+                if phase is not None and info.phase != phase:
+                    continue
+                out.append(info)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def latest(self, workflow_id: str) -> CheckpointInfo | None:
+        """The newest valid checkpoint of a workflow: not marked, registry entry and metadata
+        verify. None if there is none."""
+        check_name(workflow_id, "workflow_id")
+        with self._env.read() as txn:
+            for reg_key, value in txn.prefix(DB_REGISTRY, workflow_key(workflow_id), reverse=True):
+                try:
+                    cid, _created, flags = decode_registry(self._keys.mac, reg_key, value)
+                    if flags & FLAG_MARKED:
+                        continue
+                    meta = self._read_meta(txn, cid)
+                    if meta.seq != split_registry_key(reg_key)[1]:
+                        continue
+                except (IntegrityError, CheckpointNotFound, FormatError):
+                    continue
+                return meta.info(flags)
+        return None
+
+    def workflows(self) -> builtins.list[str]:
+        """Every workflow id with a record in the store, sorted."""
+        names = []
+        with self._env.read() as txn:
+            for key, value in txn.range(DB_WORKFLOWS):
+                doc = encoding.decode(self._unframe(DB_WORKFLOWS, key, value, RecordType.WORKFLOW))
+                names.append(str(doc["id"]))
+        return sorted(names)
+
+    # -- deleting and flags ----------------------------------------------------------------------
+
+    def _locate(self, txn: Txn, cid: bytes) -> tuple[bytes | None, _Meta | None]:
+        """(registry key, metadata) of a checkpoint; metadata None when it does not verify."""
+        if txn.get(DB_CHECKPOINTS, cid) is None:
+            raise CheckpointNotFound(f"no checkpoint {id_to_text(cid)}")
+        try:
+            meta = self._read_meta(txn, cid)
+        except IntegrityError:
+            meta = None
+        if meta is not None:
+            reg_key = registry_key(workflow_key(meta.workflow_id), meta.seq)
+            value = txn.get(DB_REGISTRY, reg_key)
+            if value is not None and bytes(value[:16]) == cid:
+                return reg_key, meta
+        # Damaged metadata or registry: find the registry entry by scanning (rare path).
+        for key, value in txn.range(DB_REGISTRY):
+            if bytes(value[:16]) == cid:
+                return key, meta
+        return None, meta
+
+    def _delete_in(self, txn: Txn, cid: bytes, reg_key: bytes | None) -> None:
+        txn.delete_range(DB_PAYLOADS, cid, prefix_end(cid))
+        txn.delete(DB_CHECKPOINTS, cid)
+        if reg_key is not None:
+            txn.delete(DB_REGISTRY, reg_key)
+        txn.delete_range(DB_MARKS, cid, prefix_end(cid))
+
+    def delete(self, checkpoint_id: str) -> None:
+        """Delete one checkpoint, whole, in one transaction."""
+        cid = id_from_text(checkpoint_id)
+
+        def apply(txn: Txn) -> None:
+            reg_key, _meta = self._locate(txn, cid)
+            self._delete_in(txn, cid, reg_key)
+
+        self._env.write(apply)
+
+    def delete_workflow(self, workflow_id: str) -> int:
+        """Delete a workflow and all its checkpoints in one transaction; returns how many."""
+        check_name(workflow_id, "workflow_id")
+        wf_key = workflow_key(workflow_id)
+
+        def apply(txn: Txn) -> int:
+            entries = list(txn.prefix(DB_REGISTRY, wf_key))
+            if not entries and txn.get(DB_WORKFLOWS, wf_key) is None:
+                raise WorkflowNotFound(f"no workflow {workflow_id!r}")
+            for _key, value in entries:
+                self._delete_in(txn, bytes(value[:16]), None)
+            txn.delete_range(DB_REGISTRY, wf_key, prefix_end(wf_key))
+            txn.delete(DB_WORKFLOWS, wf_key)
+            return len(entries)
+
+        return self._env.write(apply)
+
+    def _set_flag(self, checkpoint_id: str, flag: int, on: bool) -> CheckpointInfo:
+        cid = id_from_text(checkpoint_id)
+
+        def apply(txn: Txn) -> CheckpointInfo:
+            meta = self._read_meta(txn, cid)
+            reg_key, flags = self._read_flags(txn, meta)
+            flags = (flags | flag) if on else (flags & ~flag)
+            created_us = int.from_bytes(txn.get(DB_REGISTRY, reg_key)[16:24], "big")  # type: ignore[index]
+            txn.put(DB_REGISTRY, reg_key, self._registry_value(reg_key, cid, created_us, flags))
+            return meta.info(flags)
+
+        return self._env.write(apply)
+
+    def pin(self, checkpoint_id: str) -> CheckpointInfo:
+        """Pin a checkpoint: no retention policy will delete it."""
+        return self._set_flag(checkpoint_id, FLAG_PINNED, True)
+
+    def unpin(self, checkpoint_id: str) -> CheckpointInfo:
+        return self._set_flag(checkpoint_id, FLAG_PINNED, False)
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counts and sizes: checkpoints, workflows, file size, LMDB page figures."""
+        with self._env.read() as txn:
+            out = {
+                "checkpoints": txn.count(DB_CHECKPOINTS),
+                "workflows": txn.count(DB_WORKFLOWS),
+                "payload_frames": txn.count(DB_PAYLOADS),
+            }
+        info = self._env.info()
+        out["map_size"] = info["map_size"]
+        out["last_page"] = info["last_pgno"]
+        with contextlib.suppress(OSError):
+            out["file_size"] = os.path.getsize(self.path / "data.mdb")
+        return out
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _default_creator() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _aware_us(value: datetime | None, what: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInput(f"{what} must be a timezone-aware datetime, not {value!r}")
+    return int(value.timestamp() * 1_000_000)
+
+
+def check_format(record: bytes) -> bytes:
+    """Validate the format record; return the store uuid."""
+    if len(record) != FORMAT.size:
+        raise FormatError(f"format record of {len(record)} bytes (expected {FORMAT.size})")
+    magic, version, incompat, _compat, uuid, _created = FORMAT.unpack(record)
+    if magic != STORE_MAGIC:
+        raise FormatError("not a ckdb store (bad format magic)")
+    if version > FORMAT_VERSION:
+        raise UnsupportedVersion(
+            f"store format version {version} is newer than this ckdb supports ({FORMAT_VERSION}); "
+            "upgrade ckdb"
+        )
+    if version < 1:
+        raise FormatError(f"invalid store format version {version}")
+    unknown = incompat & ~INCOMPAT_KNOWN
+    if unknown:
+        raise UnsupportedVersion(
+            f"store uses mandatory features this ckdb does not know (flags {unknown:#x}); "
+            "upgrade ckdb"
+        )
+    return bytes(uuid)
+
+
+def _resolve_key(path: Path, key: bytes | None, key_file: str | os.PathLike[str] | None) -> bytes:
+    if key is not None:
+        return key
+    if key_file is not None:
+        return keys.read_key_file(key_file)
+    default = path / keys.KEY_FILE_NAME
+    if not default.exists():
+        raise WrongKey(
+            f"no key for {path}: pass key= or key_file=, or set CKDB_KEY_FILE "
+            f"(no generated key file at {default})"
+        )
+    return keys.read_key_file(default)
+
+
+def _create_store(
+    path: Path, key: bytes | None, key_file: str | os.PathLike[str] | None, map_size: int
+) -> None:
+    """Create a store atomically: build it in a temporary sibling directory, fsync, rename into
+    place, fsync the parent. A crash at any point leaves either no store or a complete one (plus,
+    at worst, a stale temporary directory that the next creation ignores)."""
+    del map_size  # the environment starts at the default map and grows on demand
+    parent = path.parent
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FormatError(f"{path} exists and is not an empty directory nor a ckdb store")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidInput(f"cannot create {parent}: {err.strerror}") from None
+    tmp = parent / f".{path.name}.ckdb-new-{secrets.token_hex(6)}"
+    tmp.mkdir(mode=0o700)
+    try:
+        if key is not None:
+            master = key
+        elif key_file is not None and Path(key_file).exists():
+            master = keys.read_key_file(key_file)
+        else:
+            master = keys.new_master_key()
+            target = Path(key_file) if key_file is not None else tmp / keys.KEY_FILE_NAME
+            keys.write_key_file(target, master)
+            if key_file is not None:
+                fsync_path(target.absolute().parent, directory=True)
+        uuid = secrets.token_bytes(16)
+        fmt = FORMAT.pack(
+            STORE_MAGIC, FORMAT_VERSION, INCOMPAT_KNOWN, COMPAT_KNOWN, uuid, _now_us()
+        )
+        kek = keys.kek_for(master, uuid)
+        ring = keys.Keyring.generate()
+
+        def init(txn: Txn) -> None:
+            txn.put(DB_INFO, INFO_FORMAT, fmt)
+            txn.put(DB_INFO, INFO_KEYCHECK, keys.key_check(kek, fmt))
+            txn.put(DB_INFO, INFO_KEYRING, ring.wrap(kek, uuid))
+
+        create_environment(tmp, init)
+        try:
+            os.rename(tmp, path)
+        except OSError as err:
+            if (path / "data.mdb").exists():
+                # Another process created the store first: use theirs.
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            raise InvalidInput(f"cannot create the store at {path}: {err.strerror}") from None
+        fsync_path(parent, directory=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

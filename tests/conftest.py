@@ -1,0 +1,38 @@
+"""Shared fixtures. Hypothesis profiles are picked by HYPOTHESIS_PROFILE (default: "dev").
+
+- ``ci``: fewer examples, for .ci/run on a shared 2-core machine.
+- ``dev``: Hypothesis' defaults.
+- ``deep``: many examples, for ``tox -e deep`` or a long local run.
+No profile has a deadline: this machine is shared and noisy, timing is not what we test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import ckdb
+
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "deep", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.ckdb"
+
+
+@pytest.fixture
+def store(store_path: Path) -> Iterator[ckdb.Store]:
+    with ckdb.open(store_path) as s:
+        yield s

@@ -105,6 +105,12 @@ class StorageError(CkdbError):
     exit_code = 15
 
 
+class RestoreFailed(CkdbError):
+    """A registered state restorer failed (resource restorer failures are warnings instead)."""
+
+    exit_code = 16
+
+
 def all_errors() -> list[type[CkdbError]]:
     """Every error class, root first, in definition order (used by the docs and the CLI)."""
     seen: list[type[CkdbError]] = []

@@ -108,6 +108,12 @@ FLAGS_KNOWN = FLAG_PINNED | FLAG_MARKED | FLAG_MANUAL
 
 SEQ = struct.Struct(">Q")
 
+# --- reference count (refs/<content id>) ---------------------------------------------------------
+
+#: reference count, key id, truncated HMAC tag
+REFS_VALUE = struct.Struct(">QH16s")
+assert REFS_VALUE.size == 26
+
 # --- names and keys ------------------------------------------------------------------------------
 
 MAX_NAME_BYTES = 200  # workflow ids, phases, component and checkpoint names (UTF-8 bytes)

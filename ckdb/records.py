@@ -45,6 +45,7 @@ class CheckpointInfo:
     stored_size: int = 0
     integrity: str = ""  # digest over the component digests, hex (the seed's integrity_hash)
     components: tuple[ComponentInfo, ...] = ()
+    warnings: tuple[str, ...] = ()  # from create: files that could not be read, ...
 
     @property
     def type(self) -> str:

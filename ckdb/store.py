@@ -21,34 +21,44 @@ import secrets
 import shutil
 import socket
 import struct
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+import attrs
 from attrs import frozen
 
 from ckdb import encoding, keys
 from ckdb._env import DEFAULT_MAP_SIZE, Env, Txn, create_environment, fsync_path
+from ckdb.capture import Capture, capture_tree, file_state, manifest_chunks, reread_chunk
+from ckdb.chunks import LEASE_SECONDS, add_refs, content_id, lease_key, put_lease, release_refs
 from ckdb.codec import decode_frame, decode_registry, encode_frame, encode_registry, parse_frame
 from ckdb.errors import (
     CheckpointNotFound,
+    CkdbError,
     FormatError,
     IntegrityError,
     InvalidInput,
+    ReadOnlyStore,
+    RestoreFailed,
     StoreNotFound,
     UnsupportedVersion,
     WorkflowNotFound,
     WrongKey,
 )
+from ckdb.integrity import LEVELS, ValidationReport, validate
 from ckdb.layout import (
     COMPAT_KNOWN,
     DB_CHECKPOINTS,
+    DB_CHUNKS,
     DB_INFO,
     DB_MARKS,
     DB_PAYLOADS,
     DB_REGISTRY,
+    DB_SETTINGS,
     DB_WORKFLOWS,
     FLAG_MANUAL,
     FLAG_MARKED,
@@ -82,6 +92,7 @@ from ckdb.records import (
     CheckpointInfo,
     ComponentInfo,
 )
+from ckdb.restore import RestoreReport, check_target, restore_tree
 
 DURABILITIES = ("sync", "relaxed")
 METADATA_VERSION = 1
@@ -125,6 +136,12 @@ def _codec_for(compression: object) -> Codec:
     raise InvalidInput(
         f"compression must be True, False, 'zstd', 'lz4' or 'none', not {compression!r}"
     )
+
+
+class _MissingChunks(Exception):
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__(f"{len(chunks)} chunks missing at commit")
+        self.chunks = chunks
 
 
 @frozen
@@ -267,6 +284,10 @@ class Store:
         self.readonly = readonly
         self.durability = durability
         self._created_by = created_by or _default_creator()
+        self._components: dict[str, tuple[Callable[[], Any] | None, Callable[[Any], None] | None]]
+        self._components = {}
+        self._components_lock = threading.Lock()
+        self._chunk_codec = Codec.ZSTD
         if key_file is None and key is None and os.environ.get("CKDB_KEY_FILE"):
             key_file = os.environ["CKDB_KEY_FILE"]
         if not (self.path / "data.mdb").exists():
@@ -349,6 +370,78 @@ class Store:
             self._keys.active_mac, self._keys.active, key, cid, created_us, flags
         )
 
+    # -- components registered by the agent -----------------------------------------------------
+
+    def register_component(
+        self,
+        name: str,
+        *,
+        capture: Callable[[], Any] | None = None,
+        restore: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Register how a state component is captured and restored.
+
+        ``create`` calls every ``capture`` (unless ``state=`` gives that component) and ``restore``
+        hands each ``restore`` its value back. The names ``"resources"`` and ``"dependencies"``
+        stand for the checkpoint's resources and dependencies.
+        """
+        check_name(name, "component name")
+        if capture is not None and not callable(capture):
+            raise InvalidInput(f"capture for {name!r} must be callable")
+        if restore is not None and not callable(restore):
+            raise InvalidInput(f"restore for {name!r} must be callable")
+        if capture is None and restore is None:
+            raise InvalidInput(f"register_component({name!r}) needs capture= or restore=")
+        with self._components_lock:
+            self._components[name] = (capture, restore)
+
+    def unregister_component(self, name: str) -> None:
+        with self._components_lock:
+            self._components.pop(name, None)
+
+    def _captured(self, name: str) -> Any:
+        with self._components_lock:
+            capture = self._components.get(name, (None, None))[0]
+        if capture is None:
+            return None
+        try:
+            return capture()
+        except CkdbError:
+            raise
+        except Exception as err:
+            raise InvalidInput(
+                f"capture of component {name!r} failed: {type(err).__name__}: {err}"
+            ) from err
+
+    # -- chunk sink (used by capture) ------------------------------------------------------------
+
+    def content_id(self, data: bytes | memoryview) -> bytes:
+        return content_id(self._keys, data)
+
+    def has_chunk(self, cid: bytes) -> bool:
+        with self._env.read() as txn:
+            return txn.get(DB_CHUNKS, cid) is not None
+
+    def chunk_frame(self, cid: bytes, data: bytes | memoryview) -> bytes:
+        return self._frame(RecordType.CHUNK, DB_CHUNKS, cid, bytes(data), self._chunk_codec)
+
+    def commit_ahead(self, lease_id: bytes, frames: dict[bytes, bytes], leased: set[bytes]) -> None:
+        """Commit chunks ahead of a large checkpoint, protected by a lease until its commit."""
+
+        def apply(txn: Txn) -> None:
+            for cid, frame in frames.items():
+                txn.put(DB_CHUNKS, cid, frame, overwrite=False)
+            put_lease(
+                txn,
+                self._keys,
+                lease_id,
+                leased,
+                _now_us() + LEASE_SECONDS * 1_000_000,
+                os.getpid(),
+            )
+
+        self._env.write(apply, estimate=sum(len(f) for f in frames.values()) + 4096)
+
     # -- create ----------------------------------------------------------------------------------
 
     def create(
@@ -359,17 +452,26 @@ class Store:
         state: Mapping[str, Any] | None = None,
         resources: Any = None,
         dependencies: Any = None,
+        files: str | os.PathLike[str] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
         kind: str = KIND_AUTOMATIC,
         name: str | None = None,
+        include_files: bool = True,
+        include_resources: bool = True,
         compression: bool | str = True,
+        verification_level: str | None = None,
         pinned: bool = False,
         created_by: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> CheckpointInfo:
         """Create a checkpoint; returns its metadata once it is durable.
 
         ``state`` maps component names (phase, task, agent, progress, configuration, or your own)
-        to encodable values; each component is stored as its own frame. Nothing is written unless
-        every input is valid.
+        to encodable values; components registered with :meth:`register_component` are captured
+        too (``state`` wins on a name clash). ``files`` captures a working directory and records
+        it as the workflow's; later checkpoints of the workflow capture it again unless
+        ``include_files=False``. Nothing is written unless every input is valid.
         """
         self._env.check()
         check_name(workflow_id, "workflow_id")
@@ -382,14 +484,36 @@ class Store:
             check_name(name, "name")
         elif name is not None:
             check_name(name, "name")
+        if verification_level is not None and verification_level not in LEVELS:
+            raise InvalidInput(f"verification_level must be one of {LEVELS}")
         creator = self._created_by if created_by is None else check_name(created_by, "created_by")
         codec = _codec_for(compression)
-        if state is None:
-            state = {}
-        if not isinstance(state, Mapping):
+        if state is not None and not isinstance(state, Mapping):
             raise InvalidInput(
                 f"state must be a mapping of component name to value, not {type(state).__name__}"
             )
+        for pattern in [*(include or ()), *(exclude or ())]:
+            if not isinstance(pattern, str):
+                raise InvalidInput(f"include/exclude patterns must be str, not {pattern!r}")
+        wf_key = workflow_key(workflow_id)
+
+        # Gather the state: registered captures, then the explicit mapping on top.
+        components: dict[str, Any] = {}
+        with self._components_lock:
+            registered = [n for n, (cap, _r) in self._components.items() if cap is not None]
+        for cname in registered:
+            if cname in ("resources", "dependencies"):
+                continue
+            components[cname] = self._captured(cname)
+        for cname, value in (state or {}).items():
+            check_name(cname, "state component name")
+            components[cname] = value
+        if resources is None and "resources" in registered:
+            resources = self._captured("resources")
+        if dependencies is None and "dependencies" in registered:
+            dependencies = self._captured("dependencies")
+        if not include_resources:
+            resources = None
 
         cid = new_id()
         parts: list[_Part] = []
@@ -400,30 +524,48 @@ class Store:
             frame = self._frame(rtype, DB_PAYLOADS, key, raw, codec)
             parts.append(_Part(rtype, cname, key, frame, len(raw), hashlib.sha256(raw).digest()))
 
-        for cname, value in state.items():
-            check_name(cname, "state component name")
+        for cname, value in components.items():
             add(RecordType.COMPONENT, cname, value, f"state.{cname}")
         if resources is not None:
             add(RecordType.RESOURCES, "resources", resources, "resources")
         if dependencies is not None:
             add(RecordType.DEPENDENCIES, "dependencies", dependencies, "dependencies")
 
+        # Files: capture outside the write lock (chunks of large captures are committed ahead).
+        cap: Capture | None = None
+        if include_files:
+            root: str | None = None
+            previous: dict[str, Any] | None = None
+            with self._env.read() as txn:
+                wf_doc0 = self._workflow_doc(txn, wf_key, workflow_id)
+                if files is not None:
+                    root = os.fspath(files)
+                elif wf_doc0 is not None:
+                    root = wf_doc0.get("working_directory")
+                if root is not None:
+                    previous = self._previous_manifest(txn, wf_key)
+            if root is not None:
+                cap = capture_tree(
+                    root,
+                    self,
+                    include=include,
+                    exclude=exclude,
+                    previous=previous,
+                    progress=progress,
+                )
+                add(RecordType.MANIFEST, "files", cap.doc, "files")
+
         flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
-        components = [[int(p.rtype), p.name, p.raw_size, len(p.frame), p.digest] for p in parts]
-        integrity = _integrity(cid, components)
-        wf_key = workflow_key(workflow_id)
+        comps = [[int(p.rtype), p.name, p.raw_size, len(p.frame), p.digest] for p in parts]
+        integrity = _integrity(cid, comps)
         estimate = sum(len(p.frame) for p in parts) + 4096
+        if cap is not None:
+            estimate += sum(len(f) for f in cap.pending.values())
 
         def apply(txn: Txn) -> CheckpointInfo:
-            wf_raw = txn.get(DB_WORKFLOWS, wf_key)
-            if wf_raw is None:
-                wf_doc: dict[str, Any] = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
-            else:
-                wf_doc = encoding.decode(
-                    self._unframe(DB_WORKFLOWS, wf_key, wf_raw, RecordType.WORKFLOW)
-                )
-                if wf_doc.get("id") != workflow_id:
-                    raise IntegrityError(f"workflow record of {workflow_id!r} names another id")
+            wf_doc = self._workflow_doc(txn, wf_key, workflow_id)
+            if wf_doc is None:
+                wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
             seq = int(wf_doc["next_seq"])
             parent = None
             for _key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
@@ -441,7 +583,7 @@ class Store:
                 "created_by": creator,
                 "seq": seq,
                 "parent": parent,
-                "components": components,
+                "components": comps,
                 "integrity": integrity,
             }
             meta_frame = self._frame(
@@ -450,6 +592,8 @@ class Store:
             reg_key = registry_key(wf_key, seq)
             reg_value = self._registry_value(reg_key, cid, created_us, flags)
             wf_doc["next_seq"] = seq + 1
+            if cap is not None:
+                wf_doc["working_directory"] = cap.root
             wf_frame = self._frame(
                 RecordType.WORKFLOW, DB_WORKFLOWS, wf_key, encoding.encode(wf_doc), Codec.NONE
             )
@@ -463,6 +607,22 @@ class Store:
                 raise IntegrityError(f"registry slot {seq} of {workflow_id!r} is already taken")
             txn.put(DB_WORKFLOWS, wf_key, wf_frame)
             written.append((DB_WORKFLOWS, wf_key, wf_frame))
+            if cap is not None:
+                for chunk_id, frame in cap.pending.items():
+                    if txn.put(DB_CHUNKS, chunk_id, frame, overwrite=False):
+                        written.append((DB_CHUNKS, chunk_id, frame))
+                # Re-check every chunk the manifest references: one may have been reclaimed
+                # (its last reference deleted) since the capture saw it.
+                missing = [
+                    c
+                    for c in cap.referenced
+                    if c not in cap.pending and txn.get(DB_CHUNKS, c) is None
+                ]
+                if missing:
+                    raise _MissingChunks(missing)
+                add_refs(txn, self._keys, cap.referenced)
+                if cap.lease_id is not None:
+                    txn.delete(DB_SETTINGS, lease_key(cap.lease_id))
             # Read every value back inside the transaction and verify it before committing.
             for db, key, frame in written:
                 back = txn.get(db, key)
@@ -481,11 +641,74 @@ class Store:
                 creator,
                 seq,
                 parent,
-                components,
+                comps,
                 integrity,
             ).info(flags)
 
-        return self._env.write(apply, estimate=estimate)
+        for _attempt in range(4):
+            try:
+                info = self._env.write(apply, estimate=estimate)
+                break
+            except _MissingChunks as missing:
+                assert cap is not None
+                for chunk_id in missing.chunks:
+                    data = reread_chunk(cap.root, cap.sources[chunk_id])
+                    if content_id(self._keys, data) != chunk_id:
+                        raise InvalidInput(
+                            f"{os.fsdecode(cap.sources[chunk_id][0])} changed while it was being "
+                            "captured; nothing was written, try again"
+                        ) from None
+                    cap.pending[chunk_id] = self.chunk_frame(chunk_id, data)
+        else:
+            raise IntegrityError("chunks kept disappearing during the commit; nothing was written")
+        if cap is not None and cap.warnings:
+            info = attrs.evolve(info, warnings=tuple(cap.warnings))
+        if verification_level is not None:
+            report = self.validate(info.id, level=verification_level)
+            if not report.ok:
+                raise IntegrityError(
+                    f"checkpoint {info.id} failed {verification_level} validation right after "
+                    f"creation: {'; '.join(report.findings)}"
+                )
+        return info
+
+    def _workflow_doc(self, txn: Txn, wf_key: bytes, workflow_id: str) -> dict[str, Any] | None:
+        raw = txn.get(DB_WORKFLOWS, wf_key)
+        if raw is None:
+            return None
+        doc: dict[str, Any] = encoding.decode(
+            self._unframe(DB_WORKFLOWS, wf_key, raw, RecordType.WORKFLOW)
+        )
+        if doc.get("id") != workflow_id:
+            raise IntegrityError(f"workflow record of {workflow_id!r} names another id")
+        return doc
+
+    def _previous_manifest(self, txn: Txn, wf_key: bytes) -> dict[str, Any] | None:
+        """The newest verifiable manifest of a workflow (for incremental capture), or None."""
+        for reg_key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+            try:
+                pcid, _c, flags = decode_registry(self._keys.mac, reg_key, value)
+                if flags & FLAG_MARKED:
+                    continue
+                doc = self._read_manifest(txn, pcid)
+            except (IntegrityError, CheckpointNotFound):
+                continue
+            if doc is not None:
+                return doc
+        return None
+
+    def _read_manifest(self, txn: Txn, cid: bytes) -> dict[str, Any] | None:
+        key = payload_key(cid, RecordType.MANIFEST, "files")
+        value = txn.get(DB_PAYLOADS, key)
+        if value is None:
+            return None
+        try:
+            doc: dict[str, Any] = encoding.decode(
+                self._unframe(DB_PAYLOADS, key, value, RecordType.MANIFEST)
+            )
+        except FormatError as err:
+            raise IntegrityError(f"checkpoint {id_to_text(cid)}: manifest: {err}") from None
+        return doc
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -511,7 +734,9 @@ class Store:
     def load(self, checkpoint_id: str) -> Checkpoint:
         """Load and verify a checkpoint: every frame's tag, every component digest, the integrity
         digest, and its registry entry. A damaged or marked checkpoint is an IntegrityError."""
-        cid = id_from_text(checkpoint_id)
+        return self._load(id_from_text(checkpoint_id))[0]
+
+    def _load(self, cid: bytes) -> tuple[Checkpoint, dict[str, Any] | None]:
         with self._env.read() as txn:
             meta = self._read_meta(txn, cid)
             _reg_key, flags = self._read_flags(txn, meta)
@@ -522,6 +747,7 @@ class Store:
             state: dict[str, Any] = {}
             resources: Any = None
             dependencies: Any = None
+            manifest: dict[str, Any] | None = None
             for rtype_i, cname, raw_size, _stored, digest in meta.components:
                 rtype = RecordType(rtype_i)
                 key = payload_key(cid, rtype, cname)
@@ -546,9 +772,213 @@ class Store:
                     resources = obj
                 elif rtype is RecordType.DEPENDENCIES:
                     dependencies = obj
-        return Checkpoint(
-            info=meta.info(flags), state=state, resources=resources, dependencies=dependencies
+                elif rtype is RecordType.MANIFEST:
+                    manifest = obj
+        ck = Checkpoint(
+            info=meta.info(flags),
+            state=state,
+            resources=resources,
+            dependencies=dependencies,
+            files=file_state(manifest),
         )
+        return ck, manifest
+
+    # -- validation and restore ------------------------------------------------------------------
+
+    def validate(self, checkpoint_id: str, level: str = "standard") -> ValidationReport:
+        """Validate a checkpoint at ``basic``, ``standard`` or ``comprehensive`` level."""
+        if level not in LEVELS:
+            raise InvalidInput(f"validation level must be one of {LEVELS}, not {level!r}")
+        cid = id_from_text(checkpoint_id)
+        with self._env.read() as txn:
+            if txn.get(DB_CHECKPOINTS, cid) is None:
+                raise CheckpointNotFound(f"no checkpoint {id_to_text(cid)}")
+            return validate(self, txn, cid, level)
+
+    def _read_chunk(self, chunk: bytes) -> bytes:
+        with self._env.read() as txn:
+            value = txn.get(DB_CHUNKS, chunk)
+            if value is None:
+                raise IntegrityError(f"chunk {chunk.hex()[:16]} is missing")
+            return self._unframe(DB_CHUNKS, chunk, value, RecordType.CHUNK)
+
+    def restore(
+        self,
+        checkpoint_id: str,
+        *,
+        target_dir: str | os.PathLike[str] | None = None,
+        restore_files: bool = True,
+        restore_resources: bool = True,
+        verify: bool = True,
+        delete_extra: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RestoreReport:
+        """Restore a checkpoint: files into ``target_dir`` (default: the working directory
+        recorded at capture), state through the registered restorers. Safe to run again after a
+        crash. The report's ``checkpoint`` is exactly what was restored."""
+        cid = id_from_text(checkpoint_id)
+        target = None if target_dir is None else check_target(target_dir)
+        ck, manifest = self._load(cid)
+        return self._restore_loaded(
+            ck, manifest, target, restore_files, restore_resources, verify, delete_extra, progress
+        )
+
+    def _restore_loaded(
+        self,
+        ck: Checkpoint,
+        manifest: dict[str, Any] | None,
+        target: str | None,
+        restore_files: bool,
+        restore_resources: bool,
+        verify: bool,
+        delete_extra: bool,
+        progress: Callable[[int, int], None] | None,
+    ) -> RestoreReport:
+        warnings: list[str] = []
+        report = RestoreReport(checkpoint=ck, target_dir=target)
+        if restore_files and manifest is not None:
+            if target is None:
+                target = manifest.get("working_directory")
+            if manifest.get("error"):
+                warnings.append(f"file state: {manifest['error']} (no files to restore)")
+            elif target is not None:
+                stats = restore_tree(
+                    manifest,
+                    target,
+                    self._read_chunk,
+                    delete_extra=delete_extra,
+                    verify=verify,
+                    progress=progress,
+                )
+                report = attrs.evolve(
+                    report,
+                    target_dir=target,
+                    files_written=stats.files,
+                    directories=stats.dirs,
+                    links=stats.links,
+                    deleted=stats.deleted,
+                    bytes_written=stats.bytes,
+                    skipped=tuple(stats.skipped),
+                    mismatches=tuple(stats.mismatches),
+                )
+        restored: list[str] = []
+        with self._components_lock:
+            restorers = {n: r for n, (_c, r) in self._components.items() if r is not None}
+        for cname, value in ck.state.items():
+            restore_fn = restorers.get(cname)
+            if restore_fn is None:
+                continue
+            try:
+                restore_fn(value)
+            except Exception as err:
+                raise RestoreFailed(
+                    f"restorer of component {cname!r} failed: {type(err).__name__}: {err}"
+                ) from err
+            restored.append(cname)
+        extras = [("dependencies", ck.dependencies)]
+        if restore_resources:
+            extras.insert(0, ("resources", ck.resources))
+        for cname, value in extras:
+            restore_fn = restorers.get(cname)
+            if restore_fn is None or value is None:
+                continue
+            try:
+                restore_fn(value)
+                restored.append(cname)
+            except Exception as err:
+                warnings.append(f"{cname} restore failed: {type(err).__name__}: {err}")
+        return attrs.evolve(
+            report, components_restored=tuple(restored), warnings=report.warnings + tuple(warnings)
+        )
+
+    def restore_latest(
+        self,
+        workflow_id: str,
+        *,
+        target_dir: str | os.PathLike[str] | None = None,
+        restore_files: bool = True,
+        restore_resources: bool = True,
+        verify: bool = True,
+        delete_extra: bool = False,
+        level: str = "standard",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RestoreReport:
+        """Restore the newest valid checkpoint of a workflow. Candidates are validated newest
+        first; those that fail are marked corrupted and skipped, and the report says which."""
+        check_name(workflow_id, "workflow_id")
+        target = None if target_dir is None else check_target(target_dir)
+        if level not in LEVELS:
+            raise InvalidInput(f"validation level must be one of {LEVELS}, not {level!r}")
+        skipped: list[tuple[str, str]] = []
+        for info in self.list(workflow_id):
+            if info.status != STATUS_VALID:
+                skipped.append((info.id, "marked corrupted"))
+                continue
+            report = self.validate(info.id, level=level)
+            if not report.ok:
+                why = "; ".join(report.findings) or "validation failed"
+                skipped.append((info.id, why))
+                self._mark_quietly(info.id, why)
+                continue
+            try:
+                ck, manifest = self._load(id_from_text(info.id))
+            except IntegrityError as err:
+                skipped.append((info.id, str(err)))
+                self._mark_quietly(info.id, str(err))
+                continue
+            result = self._restore_loaded(
+                ck,
+                manifest,
+                target,
+                restore_files,
+                restore_resources,
+                verify,
+                delete_extra,
+                progress,
+            )
+            return attrs.evolve(result, skipped_checkpoints=tuple(skipped))
+        if not skipped:
+            raise WorkflowNotFound(f"workflow {workflow_id!r} has no checkpoints")
+        raise IntegrityError(
+            f"workflow {workflow_id!r} has no valid checkpoint; skipped: "
+            + "; ".join(f"{cid} ({why})" for cid, why in skipped)
+        )
+
+    def mark(self, checkpoint_id: str, reason: str) -> None:
+        """Mark a checkpoint corrupted: ``load`` refuses it, ``latest`` skips it."""
+        cid = id_from_text(checkpoint_id)
+
+        def apply(txn: Txn) -> None:
+            reg_key, meta = self._locate(txn, cid)
+            if reg_key is None:
+                return
+            value = txn.get(DB_REGISTRY, reg_key)
+            assert value is not None
+            created_us = int.from_bytes(value[16:24], "big")
+            try:
+                _rcid, created_us, flags = decode_registry(self._keys.mac, reg_key, value)
+            except IntegrityError:
+                flags = FLAG_MANUAL if meta is not None and meta.kind == KIND_MANUAL else 0
+            txn.put(
+                DB_REGISTRY,
+                reg_key,
+                self._registry_value(reg_key, cid, created_us, flags | FLAG_MARKED),
+            )
+            mark_key = cid + b"\x00"
+            body = encoding.encode({"reason": reason, "at": _now_us()})
+            txn.put(
+                DB_MARKS,
+                mark_key,
+                self._frame(RecordType.MARK, DB_MARKS, mark_key, body, Codec.NONE),
+            )
+
+        self._env.write(apply)
+
+    def _mark_quietly(self, checkpoint_id: str, reason: str) -> None:
+        if self.readonly:
+            return
+        with contextlib.suppress(CheckpointNotFound, ReadOnlyStore):
+            self.mark(checkpoint_id, reason)
 
     def get_info(self, checkpoint_id: str) -> CheckpointInfo:
         """A checkpoint's verified metadata (no payload decoding)."""
@@ -691,6 +1121,12 @@ class Store:
         return None, meta
 
     def _delete_in(self, txn: Txn, cid: bytes, reg_key: bytes | None) -> None:
+        try:
+            manifest = self._read_manifest(txn, cid)
+        except IntegrityError:
+            manifest = None  # references leak until scrub rebuilds the counts; never freed wrongly
+        if manifest is not None:
+            release_refs(txn, self._keys, manifest_chunks(manifest), _now_us())
         txn.delete_range(DB_PAYLOADS, cid, prefix_end(cid))
         txn.delete(DB_CHECKPOINTS, cid)
         if reg_key is not None:
@@ -753,6 +1189,7 @@ class Store:
                 "checkpoints": txn.count(DB_CHECKPOINTS),
                 "workflows": txn.count(DB_WORKFLOWS),
                 "payload_frames": txn.count(DB_PAYLOADS),
+                "chunks": txn.count(DB_CHUNKS),
             }
         info = self._env.info()
         out["map_size"] = info["map_size"]

@@ -7,6 +7,12 @@ with ckdb.open("agent.ckdb") as store:
     checkpoint = store.load(info.id)
 """
 
+from ckdb.components import (
+    DependencyDrift,
+    capture_dependencies,
+    check_dependencies,
+    dependency_drift,
+)
 from ckdb.errors import (
     CheckpointNotFound,
     CkdbError,
@@ -14,6 +20,7 @@ from ckdb.errors import (
     IntegrityError,
     InvalidInput,
     ReadOnlyStore,
+    RestoreFailed,
     StorageError,
     StoreClosed,
     StoreFull,
@@ -23,6 +30,7 @@ from ckdb.errors import (
     WorkflowNotFound,
     WrongKey,
 )
+from ckdb.integrity import ValidationReport
 from ckdb.records import (
     Checkpoint,
     CheckpointInfo,
@@ -30,6 +38,7 @@ from ckdb.records import (
     FileEntry,
     FileState,
 )
+from ckdb.restore import RestoreReport
 from ckdb.store import Store, open
 
 __version__ = "0.1.0"
@@ -40,12 +49,15 @@ __all__ = [
     "CheckpointNotFound",
     "CkdbError",
     "ComponentInfo",
+    "DependencyDrift",
     "FileEntry",
     "FileState",
     "FormatError",
     "IntegrityError",
     "InvalidInput",
     "ReadOnlyStore",
+    "RestoreFailed",
+    "RestoreReport",
     "StorageError",
     "Store",
     "StoreClosed",
@@ -53,8 +65,12 @@ __all__ = [
     "StoreLocked",
     "StoreNotFound",
     "UnsupportedVersion",
+    "ValidationReport",
     "WorkflowNotFound",
     "WrongKey",
     "__version__",
+    "capture_dependencies",
+    "check_dependencies",
+    "dependency_drift",
     "open",
 ]

@@ -35,7 +35,7 @@ def byte_tables(text: str) -> dict[str, list[tuple[int, int, str]]]:
 
 def test_format_tables_match_the_structs() -> None:
     tables = byte_tables((DOCS / "format.md").read_text(encoding="utf-8"))
-    assert set(tables) == {"FORMAT", "FRAME_HEADER", "REGISTRY_VALUE"}
+    assert set(tables) == {"FORMAT", "FRAME_HEADER", "REGISTRY_VALUE", "REFS_VALUE"}
     for name, rows in tables.items():
         packed: struct.Struct = getattr(layout, name)
         assert packed.format == ">" + "".join(code for _o, _s, code in rows), name

@@ -44,7 +44,7 @@ MAX_MAP_SIZE = 1 << 44  # 16 TiB
 DISK_MARGIN = 16 << 20  # keep this much free beyond what a write needs
 MAX_WRITE_RETRIES = 64
 
-_open_lock = threading.Lock()
+_open_lock = threading.RLock()  # reentrant: closing an inherited env happens under it
 _open_envs: dict[tuple[int, int], Env] = {}
 
 
@@ -184,6 +184,23 @@ class Txn:
                 return n
             n += 1
 
+    def delete_keys_in_range(self, db: bytes, lo: bytes, hi: bytes, keys: set[bytes]) -> int:
+        """One cursor pass over ``lo <= key < hi`` deleting the members of ``keys``."""
+        cur = self._txn.cursor(db=self._dbs[db])
+        n = 0
+        if not cur.set_range(lo):
+            return 0
+        while True:
+            key = cur.key()
+            if not key or key >= hi:
+                return n
+            if key in keys:
+                if not cur.delete():
+                    return n
+                n += 1
+            elif not cur.next():
+                return n
+
     def count(self, db: bytes) -> int:
         entries: int = self._txn.stat(self._dbs[db])["entries"]
         return entries
@@ -211,7 +228,12 @@ class Env:
         self._ident = (st.st_dev, st.st_ino)
         with _open_lock:
             other = _open_envs.get(self._ident)
-            if other is not None and not other._closed and other.pid == self.pid:
+            if other is not None and other.pid != self.pid:
+                # Inherited through fork(): release the parent's handle in this process, or
+                # py-lmdb would refuse to open the path again here.
+                other.close()
+                other = None
+            if other is not None and not other._closed:
                 raise StoreLocked(
                     f"{path} is already open in this process; share that Store between threads "
                     "(LMDB allows one environment per path per process)"
@@ -279,8 +301,12 @@ class Env:
                 self._closed = True
                 self._env.close()
         else:
-            # After fork() the child must not touch the parent's environment (not even close it).
+            # After fork() the child must not use the parent's environment; closing it only
+            # releases this process's handle (the parent keeps working), and lets the child open
+            # the store again (test_concurrency.py::test_forked_child_can_open_the_store_again).
             self._closed = True
+            with contextlib.suppress(Exception):
+                self._env.close()
         with _open_lock:
             if _open_envs.get(self._ident) is self:
                 del _open_envs[self._ident]
@@ -348,8 +374,6 @@ class Env:
                     if txn is not None:
                         try:
                             result = fn(Txn(txn, self._dbs, True))
-                            txn.commit()
-                            return result
                         except lmdb.MapFullError:
                             txn.abort()
                             grow = True
@@ -359,6 +383,20 @@ class Env:
                         except BaseException:
                             txn.abort()
                             raise
+                        else:
+                            try:
+                                txn.commit()
+                                return result
+                            except lmdb.MapFullError:
+                                grow = True  # LMDB aborted the transaction: nothing written
+                            except lmdb.Error as err:
+                                # A failed data or meta sync: the commit may or may not have
+                                # reached the disk. Say so rather than "nothing was written".
+                                raise translate(
+                                    err,
+                                    "commit failed and its outcome is uncertain (it may or may "
+                                    "not be durable); check before repeating it",
+                                ) from None
                 if grow:
                     self._grow(estimate)
                 else:

@@ -104,7 +104,8 @@ REGISTRY_TAG_SIZE = 16
 FLAG_PINNED = 0x01
 FLAG_MARKED = 0x02  # marked corrupted
 FLAG_MANUAL = 0x04
-FLAGS_KNOWN = FLAG_PINNED | FLAG_MARKED | FLAG_MANUAL
+FLAG_FILES = 0x08  # has a file manifest (deletion must release chunk references)
+FLAGS_KNOWN = FLAG_PINNED | FLAG_MARKED | FLAG_MANUAL | FLAG_FILES
 
 SEQ = struct.Struct(">Q")
 

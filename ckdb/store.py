@@ -60,11 +60,13 @@ from ckdb.layout import (
     DB_REGISTRY,
     DB_SETTINGS,
     DB_WORKFLOWS,
+    FLAG_FILES,
     FLAG_MANUAL,
     FLAG_MARKED,
     FLAG_PINNED,
     FORMAT,
     FORMAT_VERSION,
+    ID_SIZE,
     INCOMPAT_KNOWN,
     INFO_FORMAT,
     INFO_KEYCHECK,
@@ -82,6 +84,7 @@ from ckdb.layout import (
     split_registry_key,
     workflow_key,
 )
+from ckdb.pruning import AUTO_MAX, BATCH, delete_victims, registry_entries
 from ckdb.records import (
     KIND_AUTOMATIC,
     KIND_MANUAL,
@@ -93,8 +96,16 @@ from ckdb.records import (
     ComponentInfo,
 )
 from ckdb.restore import RestoreReport, check_target, restore_tree
+from ckdb.retention import (
+    RetentionPlan,
+    RetentionPolicy,
+    RetentionResult,
+    resolve_policy,
+)
+from ckdb.retention import plan as plan_retention
 
 DURABILITIES = ("sync", "relaxed")
+_RETENTION_PREFIX = b"retention/"
 METADATA_VERSION = 1
 
 _TYPE_NAMES = {
@@ -237,6 +248,7 @@ def open(
     key: bytes | None = None,
     key_file: str | os.PathLike[str] | None = None,
     readonly: bool = False,
+    retention: str | RetentionPolicy | None = "standard",
     durability: str = "sync",
     create: bool = True,
     map_size: int | None = None,
@@ -249,6 +261,7 @@ def open(
         key=key,
         key_file=key_file,
         readonly=readonly,
+        retention=retention,
         durability=durability,
         create=create,
         map_size=map_size,
@@ -268,12 +281,16 @@ class Store:
         key: bytes | None = None,
         key_file: str | os.PathLike[str] | None = None,
         readonly: bool = False,
+        retention: str | RetentionPolicy | None = "standard",
         durability: str = "sync",
         create: bool = True,
         map_size: int | None = None,
         created_by: str | None = None,
         _unsafe_nosync: bool = False,
     ) -> None:
+        # The default policy for workflows without their own (set_retention); None: no automatic
+        # retention. A runtime knob, not stored: it shapes no on-disk format.
+        self._retention = None if retention is None else resolve_policy(retention)
         if durability not in DURABILITIES:
             raise InvalidInput(f"durability must be one of {DURABILITIES}, not {durability!r}")
         if map_size is not None and (not isinstance(map_size, int) or map_size < 1 << 16):
@@ -556,6 +573,8 @@ class Store:
                 add(RecordType.MANIFEST, "files", cap.doc, "files")
 
         flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
+        if cap is not None:
+            flags |= FLAG_FILES
         comps = [[int(p.rtype), p.name, p.raw_size, len(p.frame), p.digest] for p in parts]
         integrity = _integrity(cid, comps)
         estimate = sum(len(p.frame) for p in parts) + 4096
@@ -567,6 +586,10 @@ class Store:
             if wf_doc is None:
                 wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
             seq = int(wf_doc["next_seq"])
+            for last_key, _value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+                # A lost or rolled-back workflow record must not hand out a taken sequence.
+                seq = max(seq, split_registry_key(last_key)[1] + 1)
+                break
             parent = None
             for _key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
                 parent = bytes(value[:16])
@@ -623,6 +646,16 @@ class Store:
                 add_refs(txn, self._keys, cap.referenced)
                 if cap.lease_id is not None:
                     txn.delete(DB_SETTINGS, lease_key(cap.lease_id))
+            if kind == KIND_AUTOMATIC:
+                # Seed: an automatic checkpoint applies its workflow's retention after it
+                # commits; here in the same transaction, bounded per create.
+                policy = self._policy_in(txn, wf_key)
+                if policy is not None:
+                    now = _dt(created_us)
+                    planned = plan_retention(registry_entries(self, txn, wf_key), policy, now)
+                    if planned.delete:
+                        seqs = self._seqs(txn, wf_key, planned.delete[:AUTO_MAX])
+                        delete_victims(self, txn, wf_key, seqs, created_us)
             # Read every value back inside the transaction and verify it before committing.
             for db, key, frame in written:
                 back = txn.get(db, key)
@@ -995,6 +1028,8 @@ class Store:
         except IntegrityError:
             cid, created_us, flags = bytes(value[:16]), 0, FLAG_MARKED
         try:
+            if len(cid) != ID_SIZE:  # a truncated entry: there is no id to look up
+                raise IntegrityError("registry entry too short to name a checkpoint")
             meta = self._read_meta(txn, cid)
             if registry_key(workflow_key(meta.workflow_id), meta.seq) != reg_key:
                 raise IntegrityError("registry slot and metadata disagree")
@@ -1179,6 +1214,91 @@ class Store:
 
     def unpin(self, checkpoint_id: str) -> CheckpointInfo:
         return self._set_flag(checkpoint_id, FLAG_PINNED, False)
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def set_retention(self, workflow_id: str, policy: str | RetentionPolicy | None) -> None:
+        """Set a workflow's own retention policy, kept in the store; None: no automatic
+        retention for it. An unknown policy name is an InvalidInput and changes nothing."""
+        check_name(workflow_id, "workflow_id")
+        resolved = None if policy is None else resolve_policy(policy)
+        key = _RETENTION_PREFIX + workflow_key(workflow_id)
+        body = encoding.encode({"policy": None if resolved is None else resolved.to_doc()})
+        frame = self._frame(RecordType.SETTING, DB_SETTINGS, key, body, Codec.NONE)
+        self._env.write(lambda txn: txn.put(DB_SETTINGS, key, frame))
+
+    def get_retention(self, workflow_id: str) -> RetentionPolicy | None:
+        """The policy that applies to a workflow (its own, else the store's default)."""
+        check_name(workflow_id, "workflow_id")
+        with self._env.read() as txn:
+            return self._policy_in(txn, workflow_key(workflow_id))
+
+    def _policy_in(self, txn: Txn, wf_key: bytes) -> RetentionPolicy | None:
+        key = _RETENTION_PREFIX + wf_key
+        raw = txn.get(DB_SETTINGS, key)
+        if raw is None:
+            return self._retention
+        doc = encoding.decode(self._unframe(DB_SETTINGS, key, raw, RecordType.SETTING))
+        return None if doc["policy"] is None else RetentionPolicy.from_doc(doc["policy"])
+
+    def _seqs(self, txn: Txn, wf_key: bytes, ids: Sequence[str]) -> builtins.list[tuple[int, str]]:
+        wanted = {id_from_text(i): i for i in ids}
+        out = []
+        for key, value in txn.prefix(DB_REGISTRY, wf_key):
+            text = wanted.get(bytes(value[:16]))
+            if text is not None:
+                out.append((split_registry_key(key)[1], text))
+        return out
+
+    def prune(
+        self,
+        workflow_id: str | None = None,
+        policy: str | RetentionPolicy | None = None,
+        *,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> RetentionResult:
+        """Apply retention. ``workflow_id=None``: every workflow; ``policy=None``: each
+        workflow's own. Runs as bounded transactions, each leaving a valid store."""
+        if workflow_id is not None:
+            check_name(workflow_id, "workflow_id")
+        override = None if policy is None else resolve_policy(policy)
+        if now is None:
+            now = datetime.now(UTC)
+        elif not isinstance(now, datetime) or now.tzinfo is None:
+            raise InvalidInput(f"now must be a timezone-aware datetime, not {now!r}")
+        names = [workflow_id] if workflow_id is not None else self.workflows()
+        plans: builtins.list[RetentionPlan] = []
+        deleted: builtins.list[str] = []
+        skipped: builtins.list[str] = []
+        now_us = int(now.timestamp() * 1_000_000)
+        for name in names:
+            wf_key = workflow_key(name)
+            with self._env.read() as txn:
+                entries = registry_entries(self, txn, wf_key)
+                wf_policy = override or self._policy_in(txn, wf_key)
+            if wf_policy is None:
+                continue
+            planned = plan_retention(entries, wf_policy, now, workflow_id=name)
+            plans.append(planned)
+            if dry_run or not planned.delete:
+                continue
+            by_id = {e.id: e.seq for e in entries}
+            victims = [(by_id[i], i) for i in planned.delete]
+            for start in range(0, len(victims), BATCH):
+                batch = victims[start : start + BATCH]
+
+                def apply(
+                    txn: Txn, batch: builtins.list[tuple[int, str]] = batch, wf_key: bytes = wf_key
+                ) -> Any:
+                    return delete_victims(self, txn, wf_key, batch, now_us)
+
+                done, passed = self._env.write(apply)
+                deleted.extend(done)
+                skipped.extend(passed)
+        return RetentionResult(
+            dry_run=dry_run, plans=tuple(plans), deleted=tuple(deleted), skipped=tuple(skipped)
+        )
 
     # -- introspection ---------------------------------------------------------------------------
 

@@ -34,5 +34,7 @@ def store_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(store_path: Path) -> Iterator[ckdb.Store]:
-    with ckdb.open(store_path) as s:
+    """An open store with automatic retention off: tests that count checkpoints keep their
+    subject (retention has its own tests)."""
+    with ckdb.open(store_path, retention=None) as s:
         yield s

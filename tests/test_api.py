@@ -183,10 +183,10 @@ def test_one_environment_per_path_per_process(store_path: Path) -> None:
 
 
 def test_map_grows_from_a_tiny_map(store_path: Path) -> None:
-    with ckdb.open(store_path, map_size=1 << 16) as s:
+    with ckdb.open(store_path, map_size=1 << 16, retention=None) as s:
         ids = [s.create("wf", "p", state={"blob": os.urandom(50_000)}).id for _ in range(40)]
         assert s.stats()["map_size"] > 1 << 16
-    with ckdb.open(store_path, map_size=1 << 16) as s:
+    with ckdb.open(store_path, map_size=1 << 16, retention=None) as s:
         assert len(s.list("wf")) == 40
         for cid in ids:
             s.load(cid)

@@ -34,7 +34,7 @@ class StoreModel(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="ckdb-model-"))
         self.path = self.dir / "s"
-        self.store = ckdb.open(self.path, map_size=1 << 16)
+        self.store = ckdb.open(self.path, map_size=1 << 16, retention=None)
         # model: workflow -> list of (id, phase, kind, state) in creation order
         self.model: dict[str, list[tuple[str, str, str, dict[str, Any]]]] = {}
         self.deleted: set[str] = set()
@@ -136,7 +136,7 @@ class StoreModel(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.store.close()
-        self.store = ckdb.open(self.path, map_size=1 << 16)
+        self.store = ckdb.open(self.path, map_size=1 << 16, retention=None)
 
     @invariant()
     def workflows_agree(self) -> None:

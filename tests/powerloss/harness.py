@@ -13,6 +13,7 @@ failure when CKDB_REQUIRE_POWERLOSS=1).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno as _errno
 import json
 import os
@@ -28,11 +29,11 @@ import weakref
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PLFS = HERE / 'plfs.py'
+PLFS = HERE / "plfs.py"
 READY_TIMEOUT = 30.0
 CMD_TIMEOUT = 120.0
 
-_live_mounts: "weakref.WeakSet[PowerLossFS]" = weakref.WeakSet()
+_live_mounts: weakref.WeakSet[PowerLossFS] = weakref.WeakSet()
 
 
 class PowerLossError(RuntimeError):
@@ -42,10 +43,10 @@ class PowerLossError(RuntimeError):
 def _is_mounted(path: str) -> bool:
     path = os.path.realpath(path)
     try:
-        with open('/proc/self/mountinfo') as f:
+        with open("/proc/self/mountinfo") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) > 4 and parts[4].replace('\\040', ' ') == path:
+                if len(parts) > 4 and parts[4].replace("\\040", " ") == path:
                     return True
     except OSError:
         pass
@@ -54,17 +55,22 @@ def _is_mounted(path: str) -> bool:
 
 def force_unmount(path: str) -> None:
     """Unmount `path` by every means available; never raises."""
-    for cmd in (['fusermount', '-u', '-q', path], ['fusermount3', '-u', '-q', path],
-                ['umount', path], ['fusermount', '-u', '-z', '-q', path],
-                ['fusermount3', '-u', '-z', '-q', path], ['umount', '-l', path]):
+    for cmd in (
+        ["fusermount", "-u", "-q", path],
+        ["fusermount3", "-u", "-q", path],
+        ["umount", path],
+        ["fusermount", "-u", "-z", "-q", path],
+        ["fusermount3", "-u", "-z", "-q", path],
+        ["umount", "-l", path],
+    ):
         if not _is_mounted(path):
             return
         if shutil.which(cmd[0]) is None:
             continue
-        try:
-            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20, check=False
+            )
 
 
 class PowerLossFS:
@@ -73,11 +79,11 @@ class PowerLossFS:
     def __init__(self, base: os.PathLike | str, debug: bool = False):
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
-        self.backing = self.base / 'plfs-backing'
-        self.mountpoint = self.base / 'plfs-mnt'
-        self.state = self.base / 'plfs-state'
-        self.images = self.base / 'plfs-images'
-        self.logfile = self.base / 'plfs.log'
+        self.backing = self.base / "plfs-backing"
+        self.mountpoint = self.base / "plfs-mnt"
+        self.state = self.base / "plfs-state"
+        self.images = self.base / "plfs-images"
+        self.logfile = self.base / "plfs.log"
         for d in (self.backing, self.mountpoint, self.state, self.images):
             d.mkdir(exist_ok=True)
         self.debug = debug
@@ -89,7 +95,7 @@ class PowerLossFS:
         self.last_cut: dict | None = None
 
     # ---------------------------------------------------------- lifecycle
-    def __enter__(self) -> 'PowerLossFS':
+    def __enter__(self) -> PowerLossFS:
         self.start()
         return self
 
@@ -98,47 +104,65 @@ class PowerLossFS:
 
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [sys.executable, str(PLFS), '--backing', str(self.backing), '--mount', str(self.mountpoint),
-               '--state', str(self.state), '--ctl-fd', str(theirs.fileno())]
+        cmd = [
+            sys.executable,
+            str(PLFS),
+            "--backing",
+            str(self.backing),
+            "--mount",
+            str(self.mountpoint),
+            "--state",
+            str(self.state),
+            "--ctl-fd",
+            str(theirs.fileno()),
+        ]
         if self.debug:
-            cmd.append('--debug')
-        log = open(self.logfile, 'ab')
+            cmd.append("--debug")
+        log = open(self.logfile, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
-            self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         finally:
             log.close()
             theirs.close()
         self._sock = ours
-        self._rfile = ours.makefile('rb')
+        self._rfile = ours.makefile("rb")
         _live_mounts.add(self)
         self._finalizer = weakref.finalize(self, _cleanup, self.proc, str(self.mountpoint), ours)
         ours.settimeout(READY_TIMEOUT)
         try:
             msg = self._read_msg()
-        except (socket.timeout, OSError, PowerLossError) as e:
+        except (TimeoutError, OSError, PowerLossError) as e:
             self.close()
-            raise PowerLossError(f'plfs did not become ready: {e}; log:\n{self.log_tail()}') from None
-        if msg.get('event') != 'ready':
+            raise PowerLossError(
+                f"plfs did not become ready: {e}; log:\n{self.log_tail()}"
+            ) from None
+        if msg.get("event") != "ready":
             self.close()
-            raise PowerLossError(f'unexpected message {msg}; log:\n{self.log_tail()}')
+            raise PowerLossError(f"unexpected message {msg}; log:\n{self.log_tail()}")
         ours.settimeout(CMD_TIMEOUT)
         deadline = time.monotonic() + READY_TIMEOUT
         while not _is_mounted(str(self.mountpoint)):
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 self.close()
-                raise PowerLossError(f'mount did not appear; log:\n{self.log_tail()}')
+                raise PowerLossError(f"mount did not appear; log:\n{self.log_tail()}")
             time.sleep(0.02)
 
     def log_tail(self, n: int = 40) -> str:
         try:
-            return '\n'.join(self.logfile.read_text(errors='replace').splitlines()[-n:])
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
         except OSError:
-            return '<no log>'
+            return "<no log>"
 
     def close(self) -> None:
         """Unmount and stop the daemon (idempotent, never leaves a mount)."""
-        fin = getattr(self, '_finalizer', None)
+        fin = getattr(self, "_finalizer", None)
         if fin is not None:
             fin()
         _live_mounts.discard(self)
@@ -148,72 +172,92 @@ class PowerLossFS:
         while True:
             line = self._rfile.readline()
             if not line:
-                raise PowerLossError('plfs control channel closed (daemon died?)')
+                raise PowerLossError("plfs control channel closed (daemon died?)")
             msg = json.loads(line)
-            if msg.get('event') == 'exited':
+            if msg.get("event") == "exited":
                 continue
             return msg
 
     def _cmd(self, cmd: str, **kw) -> dict:
         if self._sock is None:
-            raise PowerLossError('plfs not running')
+            raise PowerLossError("plfs not running")
         with self._lock:
-            self._sock.sendall((json.dumps({'cmd': cmd, **kw}) + '\n').encode())
+            self._sock.sendall((json.dumps({"cmd": cmd, **kw}) + "\n").encode())
             resp = self._read_msg()
-        if not resp.get('ok'):
-            raise PowerLossError(f"plfs {cmd} failed: {resp.get('error')}\n{resp.get('traceback', '')}")
+        if not resp.get("ok"):
+            raise PowerLossError(
+                f"plfs {cmd} failed: {resp.get('error')}\n{resp.get('traceback', '')}"
+            )
         return resp
 
     def stats(self) -> dict:
-        r = self._cmd('stats')
-        return {**r['stats'], 'dead': r['dead'], 'dead_reason': r['dead_reason'], 'armed': r['armed'],
-                'faults': r['faults']}
+        r = self._cmd("stats")
+        return {
+            **r["stats"],
+            "dead": r["dead"],
+            "dead_reason": r["dead_reason"],
+            "armed": r["armed"],
+            "faults": r["faults"],
+        }
 
     def sync_count(self) -> int:
-        return self._cmd('stats')['stats']['sync_count']
+        return self._cmd("stats")["stats"]["sync_count"]
 
     def is_dead(self) -> bool:
-        return self._cmd('stats')['dead']
+        return self._cmd("stats")["dead"]
 
     def arm_cut_at_sync(self, n: int, seed: int = 0, after: bool | None = None) -> dict:
         """Power fails at the n-th sync point (fsync/fdatasync/fsyncdir/O_DSYNC write)
         counted from now; before or after applying it (chosen by `seed` unless `after`
         is given).  From then on every operation fails with EIO."""
-        return self._cmd('arm_cut', kind='sync', n=n, seed=seed, after=after)['armed']
+        return self._cmd("arm_cut", kind="sync", n=n, seed=seed, after=after)["armed"]
 
     def arm_cut_at_write(self, n: int) -> dict:
         """Power fails at the n-th data write counted from now (the write fails)."""
-        return self._cmd('arm_cut', kind='write', n=n)['armed']
+        return self._cmd("arm_cut", kind="write", n=n)["armed"]
 
     def disarm(self) -> None:
-        self._cmd('disarm')
+        self._cmd("disarm")
 
-    def inject_fault(self, op: str = 'fsync', nth: int = 1, errno: int | str = _errno.EIO,
-                     path_suffix: str | None = None, persistent: bool = False,
-                     lose_on_error: bool = True) -> None:
+    def inject_fault(
+        self,
+        op: str = "fsync",
+        nth: int = 1,
+        errno: int | str = _errno.EIO,
+        path_suffix: str | None = None,
+        persistent: bool = False,
+        lose_on_error: bool = True,
+    ) -> None:
         """Fail the nth matching `op` ('write', 'fsync' (incl. fdatasync and O_DSYNC
         writes), 'fsyncdir', 'sync' (= fsync or fsyncdir)) counted from now with
         `errno`, once or (persistent) also every later matching op.  With
         lose_on_error a failed fsync forgets the inode's unsynced data (Linux
         semantics: it never becomes durable unless rewritten)."""
-        self._cmd('inject_fault', op=op, nth=nth, errno=errno, path_suffix=path_suffix,
-                  persistent=persistent, lose_on_error=lose_on_error)
+        self._cmd(
+            "inject_fault",
+            op=op,
+            nth=nth,
+            errno=errno,
+            path_suffix=path_suffix,
+            persistent=persistent,
+            lose_on_error=lose_on_error,
+        )
 
     def clear_faults(self) -> None:
-        self._cmd('clear_faults')
+        self._cmd("clear_faults")
 
     def freeze(self) -> None:
         """Cut the power now (all further ops fail with EIO) without building an image."""
-        self._cmd('freeze')
+        self._cmd("freeze")
 
-    def cut(self, mode: str = 'drop', seed: int = 0) -> Path:
+    def cut(self, mode: str = "drop", seed: int = 0) -> Path:
         """Cut the power (if an armed cut has not already) and materialise the durable
         image into a fresh plain directory, which is returned."""
         self._n_images += 1
-        dest = self.images / f'image-{self._n_images}'
-        r = self._cmd('cut', mode=mode, seed=seed, dest=str(dest))
+        dest = self.images / f"image-{self._n_images}"
+        r = self._cmd("cut", mode=mode, seed=seed, dest=str(dest))
         self.last_cut = r
-        return Path(r['image'])
+        return Path(r["image"])
 
 
 def _cleanup(proc: subprocess.Popen | None, mountpoint: str, sock: socket.socket | None) -> None:
@@ -223,27 +267,21 @@ def _cleanup(proc: subprocess.Popen | None, mountpoint: str, sock: socket.socket
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=10)
         force_unmount(mountpoint)
     finally:
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
 
 @atexit.register
 def _cleanup_all() -> None:
     for m in list(_live_mounts):
-        try:
+        with contextlib.suppress(Exception):
             m.close()
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------- probe
@@ -264,18 +302,18 @@ def _probe() -> tuple[bool, str]:
     try:
         import mfusepy  # noqa: F401
     except Exception as e:  # ImportError, OSError (libfuse missing)
-        return False, f'mfusepy/libfuse not importable: {type(e).__name__}: {e}'
-    if not os.path.exists('/dev/fuse'):
-        return False, '/dev/fuse does not exist'
-    if not os.access('/dev/fuse', os.R_OK | os.W_OK):
-        return False, '/dev/fuse is not accessible'
-    tmp = tempfile.mkdtemp(prefix='plfs-probe-')
+        return False, f"mfusepy/libfuse not importable: {type(e).__name__}: {e}"
+    if not os.path.exists("/dev/fuse"):
+        return False, "/dev/fuse does not exist"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return False, "/dev/fuse is not accessible"
+    tmp = tempfile.mkdtemp(prefix="plfs-probe-")
     try:
         with PowerLossFS(tmp) as fs:
-            p = fs.mountpoint / 'probe.txt'
+            p = fs.mountpoint / "probe.txt"
             fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
             try:
-                os.write(fd, b'hello power loss')
+                os.write(fd, b"hello power loss")
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -285,17 +323,17 @@ def _probe() -> tuple[bool, str]:
             finally:
                 os.close(dfd)
             n = fs.sync_count()
-            image = fs.cut('drop', 0)
-            got = (image / 'probe.txt').read_bytes() if (image / 'probe.txt').exists() else None
+            image = fs.cut("drop", 0)
+            got = (image / "probe.txt").read_bytes() if (image / "probe.txt").exists() else None
         if n < 2:
-            return False, f'sync calls do not reach the FUSE daemon (sync_count={n})'
-        if got != b'hello power loss':
-            return False, f'durable image wrong after write+fsync: {got!r}'
-        return True, 'ok'
+            return False, f"sync calls do not reach the FUSE daemon (sync_count={n})"
+        if got != b"hello power loss":
+            return False, f"durable image wrong after write+fsync: {got!r}"
+        return True, "ok"
     except Exception as e:
-        return False, f'{type(e).__name__}: {e}'
+        return False, f"{type(e).__name__}: {e}"
     finally:
-        force_unmount(os.path.join(tmp, 'plfs-mnt'))
+        force_unmount(os.path.join(tmp, "plfs-mnt"))
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -305,16 +343,17 @@ def require_powerloss(request=None) -> None:
     if ok:
         return
     import pytest
-    msg = f'SKIPPED powerloss: {reason}'
+
+    msg = f"SKIPPED powerloss: {reason}"
     print(msg, file=sys.stderr, flush=True)
-    try:
-        os.write(2, (msg + '\n').encode())
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        os.write(2, (msg + "\n").encode())
     if request is not None:
-        tr = request.config.pluginmanager.get_plugin('terminalreporter')
+        tr = request.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
             tr.write_line(msg, yellow=True, bold=True)
-    if os.environ.get('CKDB_REQUIRE_POWERLOSS', '') not in ('', '0'):
-        pytest.fail(f'powerloss harness required (CKDB_REQUIRE_POWERLOSS) but unavailable: {reason}')
+    if os.environ.get("CKDB_REQUIRE_POWERLOSS", "") not in ("", "0"):
+        pytest.fail(
+            f"powerloss harness required (CKDB_REQUIRE_POWERLOSS) but unavailable: {reason}"
+        )
     pytest.skip(msg)

@@ -38,6 +38,7 @@ request ``{"cmd": ..., ...}`` -> response ``{"ok": true, ...}`` or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -46,6 +47,7 @@ import random
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import traceback
@@ -56,35 +58,35 @@ from mfusepy import FUSE, FuseOSError, Operations
 SECTOR = 4096
 ROOT_ID = 0
 
-log = logging.getLogger('plfs')
+log = logging.getLogger("plfs")
 
 
 class FileState:
     """Durability state of one file inode (identified by our own id)."""
 
-    __slots__ = ('id', 'shadow', 'durable_size', 'dirty', 'min_trunc', 'live_fd')
+    __slots__ = ("dirty", "durable_size", "id", "live_fd", "min_trunc", "shadow")
 
     def __init__(self, ident: int, shadow: str):
         self.id = ident
-        self.shadow = shadow          # path of the durable content
+        self.shadow = shadow  # path of the durable content
         self.durable_size = 0
         self.dirty: set[int] = set()  # sector numbers written since last sync
         self.min_trunc: int | None = None  # smallest unsynced truncate size
-        self.live_fd: int | None = None    # read fd on the live backing inode
+        self.live_fd: int | None = None  # read fd on the live backing inode
 
 
 class PowerLossOps(Operations):
     use_ns = True
     flag_nullpath_ok = True
 
-    def __init__(self, backing: str, state_dir: str, ctl: 'Control'):
+    def __init__(self, backing: str, state_dir: str, ctl: Control):
         self.root = os.path.realpath(backing)
         self.state_dir = os.path.realpath(state_dir)
-        os.makedirs(os.path.join(self.state_dir, 'shadow'), exist_ok=True)
+        os.makedirs(os.path.join(self.state_dir, "shadow"), exist_ok=True)
         self.ctl = ctl
         self._mu = threading.RLock()
         self.next_id = 1
-        self.ids: dict[int, int] = {}          # backing st_ino -> our id
+        self.ids: dict[int, int] = {}  # backing st_ino -> our id
         self.files: dict[int, FileState] = {}  # our id -> FileState
         # durable directory entries: dir id -> {name: (id, kind, mode, target)}
         self.dur_dirs: dict[int, dict[str, tuple]] = {ROOT_ID: {}}
@@ -94,18 +96,27 @@ class PowerLossOps(Operations):
         # of the write, already modelled as a range sync, so it is swallowed.
         self.pending_sync_tail: set[int] = set()
         self.dead = False
-        self.dead_reason = ''
+        self.dead_reason = ""
         self.armed: dict | None = None
         self.faults: list[dict] = []
-        self.stats = dict(writes=0, write_bytes=0, fsync=0, fdatasync=0, fsyncdir=0,
-                          sync_writes=0, sync_count=0, faults_fired=0, ops=0)
+        self.stats = {
+            "writes": 0,
+            "write_bytes": 0,
+            "fsync": 0,
+            "fdatasync": 0,
+            "fsyncdir": 0,
+            "sync_writes": 0,
+            "sync_count": 0,
+            "faults_fired": 0,
+            "ops": 0,
+        }
         root_st = os.lstat(self.root)
         self.ids[root_st.st_ino] = ROOT_ID
         self._import_existing()
 
     # ------------------------------------------------------------ helpers
     def _full(self, path: str) -> str:
-        return os.path.join(self.root, path.lstrip('/'))
+        return os.path.join(self.root, path.lstrip("/"))
 
     def _id_for_ino(self, ino: int) -> int:
         ident = self.ids.get(ino)
@@ -121,15 +132,15 @@ class PowerLossOps(Operations):
     def _file(self, ident: int) -> FileState:
         fs = self.files.get(ident)
         if fs is None:
-            shadow = os.path.join(self.state_dir, 'shadow', str(ident))
-            open(shadow, 'wb').close()
+            shadow = os.path.join(self.state_dir, "shadow", str(ident))
+            open(shadow, "wb").close()
             fs = self.files[ident] = FileState(ident, shadow)
         return fs
 
     def _ensure_live_fd(self, fs: FileState, fd: int | None = None, full: str | None = None):
         if fs.live_fd is None:
             if fd is not None:
-                fs.live_fd = os.open(f'/proc/self/fd/{fd}', os.O_RDONLY)
+                fs.live_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)
             elif full is not None:
                 fs.live_fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
 
@@ -137,7 +148,7 @@ class PowerLossOps(Operations):
         self.ids.pop(ino, None)
 
     def _check_alive(self):
-        self.stats['ops'] += 1
+        self.stats["ops"] += 1
         if self.dead:
             raise FuseOSError(errno.EIO)
 
@@ -145,14 +156,14 @@ class PowerLossOps(Operations):
         if not self.dead:
             self.dead = True
             self.dead_reason = reason
-            log.info('power cut: %s', reason)
+            log.info("power cut: %s", reason)
 
     def _import_existing(self):
         """Everything present in the backing dir at mount time is durable."""
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            rel = '/' + os.path.relpath(dirpath, self.root)
-            if rel == '/.':
-                rel = '/'
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            rel = "/" + os.path.relpath(dirpath, self.root)
+            if rel == "/.":
+                rel = "/"
             self._snapshot_dir(rel)
             for name in filenames:
                 full = os.path.join(dirpath, name)
@@ -172,7 +183,7 @@ class PowerLossOps(Operations):
     def _sync_file(self, fs: FileState, rng: tuple[int, int] | None = None):
         """Make the live content durable (whole file, or only a byte range)."""
         live_size = os.fstat(fs.live_fd).st_size if fs.live_fd is not None else 0
-        with open(fs.shadow, 'r+b') as sh:
+        with open(fs.shadow, "r+b") as sh:
             shfd = sh.fileno()
             if rng is None:
                 if fs.min_trunc is not None:
@@ -184,7 +195,9 @@ class PowerLossOps(Operations):
                 fs.durable_size = live_size
             else:
                 start, end = rng
-                sectors = sorted(s for s in fs.dirty if s * SECTOR < end and (s + 1) * SECTOR > start)
+                sectors = sorted(
+                    s for s in fs.dirty if s * SECTOR < end and (s + 1) * SECTOR > start
+                )
                 fs.dirty.difference_update(sectors)
                 if end > fs.durable_size:
                     fs.durable_size = min(end, live_size)
@@ -208,31 +221,31 @@ class PowerLossOps(Operations):
             st = os.lstat(p)
             ident = self._id_for_ino(st.st_ino)
             if stat.S_ISDIR(st.st_mode):
-                entries[name] = (ident, 'd', stat.S_IMODE(st.st_mode), None)
+                entries[name] = (ident, "d", stat.S_IMODE(st.st_mode), None)
                 self.dur_dirs.setdefault(ident, {})
             elif stat.S_ISLNK(st.st_mode):
-                entries[name] = (ident, 'l', 0, os.readlink(p))
+                entries[name] = (ident, "l", 0, os.readlink(p))
             elif stat.S_ISREG(st.st_mode):
-                entries[name] = (ident, 'f', stat.S_IMODE(st.st_mode), None)
+                entries[name] = (ident, "f", stat.S_IMODE(st.st_mode), None)
                 self._file(ident)
             # other node types are not modelled
         self.dur_dirs[did] = entries
 
     def _sync_point(self, kind: str, apply, path: str | None, lose=None):
         """Count a sync point, handle an armed cut and injected faults."""
-        self.stats['sync_count'] += 1
+        self.stats["sync_count"] += 1
         self.stats[kind] += 1
-        n = self.stats['sync_count']
+        n = self.stats["sync_count"]
         a = self.armed
-        if a and a['kind'] == 'sync' and n >= a['n']:
+        if a and a["kind"] == "sync" and n >= a["n"]:
             self.armed = None
-            if a['after']:
+            if a["after"]:
                 apply()
-                self.die(f'armed cut after sync point #{n} ({kind} {path})')
+                self.die(f"armed cut after sync point #{n} ({kind} {path})")
                 return
-            self.die(f'armed cut before sync point #{n} ({kind} {path})')
+            self.die(f"armed cut before sync point #{n} ({kind} {path})")
             raise FuseOSError(errno.EIO)
-        err = self._fault('fsyncdir' if kind == 'fsyncdir' else 'fsync', path)
+        err = self._fault("fsyncdir" if kind == "fsyncdir" else "fsync", path)
         if err:
             if err[1] and lose is not None:
                 # Linux semantics: failed writeback marks pages clean -> the
@@ -243,15 +256,15 @@ class PowerLossOps(Operations):
 
     def _fault(self, op: str, path: str | None):
         for f in self.faults:
-            if f['op'] != op and not (f['op'] == 'sync' and op in ('fsync', 'fsyncdir')):
+            if f["op"] != op and not (f["op"] == "sync" and op in ("fsync", "fsyncdir")):
                 continue
-            if f['suffix'] and not (path or '').endswith(f['suffix']):
+            if f["suffix"] and not (path or "").endswith(f["suffix"]):
                 continue
-            f['count'] += 1
-            if f['count'] == f['nth'] or (f['persistent'] and f['count'] > f['nth']):
-                self.stats['faults_fired'] += 1
-                f['fired'] += 1
-                return (f['errno'], f['lose_on_error'])
+            f["count"] += 1
+            if f["count"] == f["nth"] or (f["persistent"] and f["count"] > f["nth"]):
+                self.stats["faults_fired"] += 1
+                f["fired"] += 1
+                return (f["errno"], f["lose_on_error"])
         return None
 
     # ------------------------------------------------------------ fs ops
@@ -259,15 +272,26 @@ class PowerLossOps(Operations):
         with self._mu:
             self._check_alive()
             st = os.fstat(fh) if fh is not None else os.lstat(self._full(path))
-            return {k: getattr(st, k) for k in (
-                'st_mode', 'st_nlink', 'st_uid', 'st_gid', 'st_size', 'st_blocks',
-                'st_atime_ns', 'st_mtime_ns', 'st_ctime_ns', 'st_ino')} | {
-                'st_atime': st.st_atime_ns, 'st_mtime': st.st_mtime_ns, 'st_ctime': st.st_ctime_ns}
+            return {
+                k: getattr(st, k)
+                for k in (
+                    "st_mode",
+                    "st_nlink",
+                    "st_uid",
+                    "st_gid",
+                    "st_size",
+                    "st_blocks",
+                    "st_atime_ns",
+                    "st_mtime_ns",
+                    "st_ctime_ns",
+                    "st_ino",
+                )
+            } | {"st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns, "st_ctime": st.st_ctime_ns}
 
     def readdir(self, path, fh):
         with self._mu:
             self._check_alive()
-            return ['.', '..'] + os.listdir(self._full(path))
+            return [".", "..", *os.listdir(self._full(path))]
 
     def readlink(self, path):
         with self._mu:
@@ -285,9 +309,21 @@ class PowerLossOps(Operations):
         with self._mu:
             self._check_alive()
             st = os.statvfs(self._full(path))
-            return {k: getattr(st, k) for k in (
-                'f_bavail', 'f_bfree', 'f_blocks', 'f_bsize', 'f_favail', 'f_ffree',
-                'f_files', 'f_flag', 'f_frsize', 'f_namemax')}
+            return {
+                k: getattr(st, k)
+                for k in (
+                    "f_bavail",
+                    "f_bfree",
+                    "f_blocks",
+                    "f_bsize",
+                    "f_favail",
+                    "f_ffree",
+                    "f_files",
+                    "f_flag",
+                    "f_frsize",
+                    "f_namemax",
+                )
+            }
 
     def chmod(self, path, mode):
         with self._mu:
@@ -373,7 +409,9 @@ class PowerLossOps(Operations):
         with self._mu:
             self._check_alive()
             full = self._full(path)
-            fl = flags & ~(os.O_CREAT | os.O_EXCL | os.O_SYNC | os.O_DSYNC | os.O_NOCTTY | os.O_APPEND)
+            fl = flags & ~(
+                os.O_CREAT | os.O_EXCL | os.O_SYNC | os.O_DSYNC | os.O_NOCTTY | os.O_APPEND
+            )
             if flags & os.O_TRUNC:
                 ident = self._id_for_path(path)
                 fs = self._file(ident)
@@ -385,7 +423,9 @@ class PowerLossOps(Operations):
     def create(self, path, mode, flags=os.O_WRONLY):
         with self._mu:
             self._check_alive()
-            fl = (flags & ~(os.O_SYNC | os.O_DSYNC | os.O_NOCTTY | os.O_APPEND | os.O_TRUNC)) | os.O_CREAT
+            fl = (
+                flags & ~(os.O_SYNC | os.O_DSYNC | os.O_NOCTTY | os.O_APPEND | os.O_TRUNC)
+            ) | os.O_CREAT
             if not fl & (os.O_WRONLY | os.O_RDWR):
                 fl |= os.O_WRONLY
             fd = os.open(self._full(path), fl, mode)
@@ -428,28 +468,33 @@ class PowerLossOps(Operations):
     def write(self, path, data, offset, fh):
         with self._mu:
             self._check_alive()
-            self.stats['writes'] += 1
-            n = self.stats['writes']
+            self.stats["writes"] += 1
+            n = self.stats["writes"]
             a = self.armed
-            if a and a['kind'] == 'write' and n >= a['n']:
+            if a and a["kind"] == "write" and n >= a["n"]:
                 self.armed = None
-                self.die(f'armed cut at write #{n} ({path})')
+                self.die(f"armed cut at write #{n} ({path})")
                 raise FuseOSError(errno.EIO)
-            err = self._fault('write', path)
+            err = self._fault("write", path)
             if err:
                 raise FuseOSError(err[0])
             fd, ident, flags = self.fhs[fh]
             written = os.pwrite(fd, data, offset)
-            self.stats['write_bytes'] += written
+            self.stats["write_bytes"] += written
             fs = self._file(ident)
             self._mark_write(fs, offset, written)
             self.pending_sync_tail.discard(fh)
             if flags & (os.O_SYNC | os.O_DSYNC):
                 # a synchronous write makes (only) its own range durable
                 self.pending_sync_tail.add(fh)
-                self._sync_point('sync_writes', lambda: self._sync_file(fs, (offset, offset + written)), path,
-                                 lambda: fs.dirty.difference_update(
-                                     range(offset // SECTOR, (offset + written - 1) // SECTOR + 1)))
+                self._sync_point(
+                    "sync_writes",
+                    lambda: self._sync_file(fs, (offset, offset + written)),
+                    path,
+                    lambda: fs.dirty.difference_update(
+                        range(offset // SECTOR, (offset + written - 1) // SECTOR + 1)
+                    ),
+                )
             return written
 
     def flush(self, path, fh):
@@ -473,7 +518,7 @@ class PowerLossOps(Operations):
                 raise FuseOSError(errno.EBADF)
             if fh in self.pending_sync_tail:
                 self.pending_sync_tail.discard(fh)
-                self.stats['sync_tails_swallowed'] = self.stats.get('sync_tails_swallowed', 0) + 1
+                self.stats["sync_tails_swallowed"] = self.stats.get("sync_tails_swallowed", 0) + 1
                 return 0
             fs = self._file(ent[1])
             self._ensure_live_fd(fs, fd=fh)
@@ -481,13 +526,16 @@ class PowerLossOps(Operations):
             def lose():
                 fs.dirty.clear()
                 fs.min_trunc = None
-            self._sync_point('fdatasync' if datasync else 'fsync', lambda: self._sync_file(fs), path, lose)
+
+            self._sync_point(
+                "fdatasync" if datasync else "fsync", lambda: self._sync_file(fs), path, lose
+            )
             return 0
 
     def fsyncdir(self, path, datasync, fh):
         with self._mu:
             self._check_alive()
-            self._sync_point('fsyncdir', lambda: self._snapshot_dir(path), path)
+            self._sync_point("fsyncdir", lambda: self._snapshot_dir(path), path)
             return 0
 
     def fallocate(self, path, mode, offset, size, fh):
@@ -505,33 +553,31 @@ class PowerLossOps(Operations):
     def destroy(self, path):
         with self._mu:
             for ent in list(self.fhs.values()):
-                try:
+                with contextlib.suppress(OSError):
                     os.close(ent[0])
-                except OSError:
-                    pass
             self.fhs.clear()
 
     def init(self, path):
-        self.ctl.send({'event': 'ready', 'pid': os.getpid()})
+        self.ctl.send({"event": "ready", "pid": os.getpid()})
 
     # ------------------------------------------------------------ image
     def materialise(self, mode: str, seed: int, dest: str) -> dict:
-        if mode not in ('drop', 'subset'):
-            raise ValueError(f'unknown cut mode {mode!r}')
+        if mode not in ("drop", "subset"):
+            raise ValueError(f"unknown cut mode {mode!r}")
         rng = random.Random(seed)
         os.makedirs(dest, exist_ok=False)
-        info = dict(files=0, dirs=0, kept_sectors=0, dropped_sectors=0)
+        info = {"files": 0, "dirs": 0, "kept_sectors": 0, "dropped_sectors": 0}
         made_files: dict[int, str] = {}
         visited_dirs = {ROOT_ID}
 
         def build_file(fs: FileState, out: str):
             shutil.copyfile(fs.shadow, out)
-            if mode == 'drop':
-                info['dropped_sectors'] += len(fs.dirty)
+            if mode == "drop":
+                info["dropped_sectors"] += len(fs.dirty)
                 return
             size = fs.durable_size
             live_size = os.fstat(fs.live_fd).st_size if fs.live_fd is not None else 0
-            with open(out, 'r+b') as f:
+            with open(out, "r+b") as f:
                 fd = f.fileno()
                 if fs.min_trunc is not None and rng.random() < 0.5:
                     size = min(size, fs.min_trunc)
@@ -539,26 +585,26 @@ class PowerLossOps(Operations):
                 for s in sorted(fs.dirty):
                     off = s * SECTOR
                     if rng.random() < 0.5 or off >= live_size:
-                        info['dropped_sectors'] += 1
+                        info["dropped_sectors"] += 1
                         continue
                     data = os.pread(fs.live_fd, SECTOR, off)
                     os.pwrite(fd, data, off)
                     size = max(size, off + len(data))
-                    info['kept_sectors'] += 1
+                    info["kept_sectors"] += 1
                 os.ftruncate(fd, size)
 
         def build_dir(did: int, out: str):
             for name, (ident, kind, fmode, target) in sorted(self.dur_dirs.get(did, {}).items()):
                 p = os.path.join(out, name)
-                if kind == 'd':
+                if kind == "d":
                     if ident in visited_dirs:
                         continue
                     visited_dirs.add(ident)
                     os.mkdir(p)
-                    info['dirs'] += 1
+                    info["dirs"] += 1
                     build_dir(ident, p)
                     os.chmod(p, fmode or 0o755)
-                elif kind == 'l':
+                elif kind == "l":
                     os.symlink(target, p)
                 else:
                     if ident in made_files:
@@ -567,7 +613,7 @@ class PowerLossOps(Operations):
                     build_file(self._file(ident), p)
                     os.chmod(p, fmode or 0o644)
                     made_files[ident] = p
-                    info['files'] += 1
+                    info["files"] += 1
 
         build_dir(ROOT_ID, dest)
         return info
@@ -576,107 +622,165 @@ class PowerLossOps(Operations):
 class Control:
     """JSON-lines control channel over an inherited stream socket."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, mountpoint: str):
+        self.mountpoint = mountpoint
+        self.closing = False
         self.sock = socket.socket(fileno=fd)
         self.wlock = threading.Lock()
         self.ops: PowerLossOps | None = None
-        self.rfile = self.sock.makefile('rb')
+        self.rfile = self.sock.makefile("rb")
 
     def send(self, obj: dict):
-        data = (json.dumps(obj) + '\n').encode()
-        with self.wlock:
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                pass
+        data = (json.dumps(obj) + "\n").encode()
+        with self.wlock, contextlib.suppress(OSError):
+            self.sock.sendall(data)
 
     def serve(self):
         for line in self.rfile:
             try:
                 req = json.loads(line)
                 resp = self._handle(req)
-                resp.setdefault('ok', True)
+                resp.setdefault("ok", True)
             except Exception as e:  # report, keep serving
-                resp = {'ok': False, 'error': f'{type(e).__name__}: {e}',
-                        'traceback': traceback.format_exc()}
+                resp = {
+                    "ok": False,
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(),
+                }
             self.send(resp)
-        # control connection closed: the test process is gone -> nothing to do
-        log.info('control channel closed')
+        # control connection closed: the test process is gone (maybe SIGKILLed).
+        # Never leave a stale mount behind: detach it and exit.
+        if not self.closing:
+            log.info("control channel closed: unmounting %s", self.mountpoint)
+            self.ops.die("control channel closed")
+            for cmd in (
+                ["fusermount", "-u", "-z", "-q", self.mountpoint],
+                ["fusermount3", "-u", "-z", "-q", self.mountpoint],
+                ["umount", "-l", self.mountpoint],
+            ):
+                try:
+                    if (
+                        subprocess.run(
+                            cmd,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                            timeout=20,
+                            check=False,
+                        ).returncode
+                        == 0
+                    ):
+                        break
+                except (OSError, subprocess.SubprocessError):
+                    pass
+            os._exit(0)
 
     def _handle(self, req: dict) -> dict:
         ops = self.ops
-        cmd = req['cmd']
+        cmd = req["cmd"]
         with ops._mu:
-            if cmd == 'ping':
+            if cmd == "ping":
                 return {}
-            if cmd == 'stats':
-                return {'stats': dict(ops.stats), 'dead': ops.dead, 'dead_reason': ops.dead_reason,
-                        'armed': ops.armed,
-                        'faults': [{k: v for k, v in f.items() if not k.startswith('_')} for f in ops.faults]}
-            if cmd == 'arm_cut':
-                kind = req.get('kind', 'sync')
-                if kind not in ('sync', 'write'):
-                    raise ValueError(f'bad kind {kind}')
-                n = int(req['n'])
-                rng = random.Random(req.get('seed', 0))
-                after = req.get('after')
+            if cmd == "stats":
+                return {
+                    "stats": dict(ops.stats),
+                    "dead": ops.dead,
+                    "dead_reason": ops.dead_reason,
+                    "armed": ops.armed,
+                    "faults": [
+                        {k: v for k, v in f.items() if not k.startswith("_")} for f in ops.faults
+                    ],
+                }
+            if cmd == "arm_cut":
+                kind = req.get("kind", "sync")
+                if kind not in ("sync", "write"):
+                    raise ValueError(f"bad kind {kind}")
+                n = int(req["n"])
+                rng = random.Random(req.get("seed", 0))
+                after = req.get("after")
                 if after is None:
                     after = rng.random() < 0.5
-                base = ops.stats['sync_count' if kind == 'sync' else 'writes']
-                ops.armed = {'kind': kind, 'n': base + n, 'after': bool(after) and kind == 'sync'}
-                return {'armed': ops.armed}
-            if cmd == 'disarm':
+                base = ops.stats["sync_count" if kind == "sync" else "writes"]
+                ops.armed = {"kind": kind, "n": base + n, "after": bool(after) and kind == "sync"}
+                return {"armed": ops.armed}
+            if cmd == "disarm":
                 ops.armed = None
                 return {}
-            if cmd == 'inject_fault':
-                op = req['op']
-                if op not in ('write', 'fsync', 'fsyncdir', 'sync'):
-                    raise ValueError(f'bad op {op}')
-                en = req.get('errno', errno.EIO)
+            if cmd == "inject_fault":
+                op = req["op"]
+                if op not in ("write", "fsync", "fsyncdir", "sync"):
+                    raise ValueError(f"bad op {op}")
+                en = req.get("errno", errno.EIO)
                 if isinstance(en, str):
                     en = getattr(errno, en)
-                ops.faults.append({'op': op, 'nth': int(req.get('nth', 1)), 'errno': int(en),
-                                   'suffix': req.get('path_suffix'), 'persistent': bool(req.get('persistent')),
-                                   'lose_on_error': bool(req.get('lose_on_error', True)),
-                                   'count': 0, 'fired': 0})
-                return {'n_faults': len(ops.faults)}
-            if cmd == 'clear_faults':
+                ops.faults.append(
+                    {
+                        "op": op,
+                        "nth": int(req.get("nth", 1)),
+                        "errno": int(en),
+                        "suffix": req.get("path_suffix"),
+                        "persistent": bool(req.get("persistent")),
+                        "lose_on_error": bool(req.get("lose_on_error", True)),
+                        "count": 0,
+                        "fired": 0,
+                    }
+                )
+                return {"n_faults": len(ops.faults)}
+            if cmd == "clear_faults":
                 ops.faults.clear()
                 return {}
-            if cmd == 'freeze':
-                ops.die(req.get('reason', 'freeze requested'))
+            if cmd == "freeze":
+                ops.die(req.get("reason", "freeze requested"))
                 return {}
-            if cmd == 'cut':
-                ops.die(req.get('reason', 'cut requested'))
-                info = ops.materialise(req.get('mode', 'drop'), int(req.get('seed', 0)), req['dest'])
-                return {'image': req['dest'], 'info': info, 'dead_reason': ops.dead_reason,
-                        'stats': dict(ops.stats)}
-        raise ValueError(f'unknown command {cmd!r}')
+            if cmd == "cut":
+                ops.die(req.get("reason", "cut requested"))
+                info = ops.materialise(
+                    req.get("mode", "drop"), int(req.get("seed", 0)), req["dest"]
+                )
+                return {
+                    "image": req["dest"],
+                    "info": info,
+                    "dead_reason": ops.dead_reason,
+                    "stats": dict(ops.stats),
+                }
+        raise ValueError(f"unknown command {cmd!r}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument('--backing', required=True)
-    ap.add_argument('--mount', required=True)
-    ap.add_argument('--state', required=True)
-    ap.add_argument('--ctl-fd', type=int, required=True)
-    ap.add_argument('--debug', action='store_true')
+    ap.add_argument("--backing", required=True)
+    ap.add_argument("--mount", required=True)
+    ap.add_argument("--state", required=True)
+    ap.add_argument("--ctl-fd", type=int, required=True)
+    ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format='plfs[%(process)d] %(levelname)s %(message)s', stream=sys.stderr)
-    ctl = Control(args.ctl_fd)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="plfs[%(process)d] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    ctl = Control(args.ctl_fd, os.path.realpath(args.mount))
     ops = PowerLossOps(args.backing, args.state, ctl)
     ctl.ops = ops
-    threading.Thread(target=ctl.serve, name='plfs-control', daemon=True).start()
-    opts = dict(foreground=True, nothreads=True, fsname='plfs', subtype='plfs',
-                hard_remove=True, big_writes=True, max_write=131072,
-                attr_timeout=0, entry_timeout=0, negative_timeout=0)
+    threading.Thread(target=ctl.serve, name="plfs-control", daemon=True).start()
+    opts = {
+        "foreground": True,
+        "nothreads": True,
+        "fsname": "plfs",
+        "subtype": "plfs",
+        "hard_remove": True,
+        "big_writes": True,
+        "max_write": 131072,
+        "attr_timeout": 0,
+        "entry_timeout": 0,
+        "negative_timeout": 0,
+    }
     if mfusepy.fuse_version_major == 3:
-        opts.pop('big_writes')
+        opts.pop("big_writes")
     FUSE(ops, args.mount, **opts)
-    ctl.send({'event': 'exited'})
+    ctl.closing = True
+    ctl.send({"event": "exited"})
     return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -33,12 +33,22 @@ class WriterResult:
         return self.by_tag.get(tag, [])
 
 
-def run_writer(argv: list[str], timeout: float = WRITER_TIMEOUT, env: dict | None = None,
-               cwd: str | None = None) -> WriterResult:
+def run_writer(
+    argv: list[str],
+    timeout: float = WRITER_TIMEOUT,
+    env: dict | None = None,
+    cwd: str | None = None,
+) -> WriterResult:
     """Run a writer; its stdout is lines ``TAG payload``.  Only complete lines
     (newline-terminated) count: a half-printed ack is not an ack."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            cwd=cwd or '/', start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd or "/",
+        start_new_session=True,
+    )
     timed_out = False
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -46,22 +56,28 @@ def run_writer(argv: list[str], timeout: float = WRITER_TIMEOUT, env: dict | Non
         timed_out = True
         os.killpg(proc.pid, 9)
         out, err = proc.communicate()
-    text = out.decode(errors='replace')
-    lines = text.split('\n')[:-1]   # drop an unterminated tail
+    text = out.decode(errors="replace")
+    lines = text.split("\n")[:-1]  # drop an unterminated tail
     by_tag: dict[str, list[str]] = {}
     for ln in lines:
-        tag, _, payload = ln.partition(' ')
+        tag, _, payload = ln.partition(" ")
         by_tag.setdefault(tag, []).append(payload)
-    return WriterResult(proc.returncode, lines, err.decode(errors='replace'), timed_out, by_tag)
+    return WriterResult(proc.returncode, lines, err.decode(errors="replace"), timed_out, by_tag)
 
 
 def run_checker(argv: list[str], timeout: float = 120, env: dict | None = None) -> dict:
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd='/')
+    p = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=env, cwd="/", check=False
+    )
     try:
         return json.loads(p.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        return {'checker_crashed': True, 'returncode': p.returncode, 'stdout': p.stdout[-2000:],
-                'stderr': p.stderr[-4000:]}
+        return {
+            "checker_crashed": True,
+            "returncode": p.returncode,
+            "stdout": p.stdout[-2000:],
+            "stderr": p.stderr[-4000:],
+        }
 
 
 def python() -> str:

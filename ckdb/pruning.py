@@ -1,0 +1,127 @@
+"""Applying retention plans: bounded transactions of whole-checkpoint deletions.
+
+Deleting one checkpoint is never split across transactions. A prune runs as a series of bounded
+transactions (``BATCH`` checkpoints each), each leaving a valid store; automatic retention inside
+``create`` removes at most ``AUTO_MAX`` per create. Each transaction re-checks its victims against
+the registry as it is *now*: one pinned, marked newest-valid, or already gone since planning is
+skipped. Registry entries are removed with one cursor pass over the victims' key range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ckdb.capture import manifest_chunks
+from ckdb.chunks import release_refs
+from ckdb.codec import decode_registry
+from ckdb.errors import IntegrityError
+from ckdb.layout import (
+    DB_CHECKPOINTS,
+    DB_MARKS,
+    DB_PAYLOADS,
+    DB_REGISTRY,
+    FLAG_FILES,
+    FLAG_MARKED,
+    FLAG_PINNED,
+    id_from_text,
+    id_to_text,
+    prefix_end,
+    registry_key,
+    split_registry_key,
+)
+from ckdb.retention import Entry
+
+if TYPE_CHECKING:
+    from ckdb._env import Txn
+    from ckdb.store import Store
+
+BATCH = 256
+AUTO_MAX = 16
+
+
+def registry_entries(store: Store, txn: Txn, wf_key: bytes) -> list[Entry]:
+    """Planner input for one workflow, from the registry alone. Entries whose tag fails are left
+    out: a damaged entry's pinned flag cannot be trusted, so it is never planned for deletion."""
+    out = []
+    for key, value in txn.prefix(DB_REGISTRY, wf_key):
+        try:
+            cid, created_us, flags = decode_registry(store._keys.mac, key, value)
+        except IntegrityError:
+            continue
+        out.append(
+            Entry(
+                seq=split_registry_key(key)[1],
+                id=id_to_text(cid),
+                created_at=datetime.fromtimestamp(created_us / 1_000_000, tz=UTC),
+                pinned=bool(flags & FLAG_PINNED),
+                marked=bool(flags & FLAG_MARKED),
+            )
+        )
+    return out
+
+
+def _newest_valid(store: Store, txn: Txn, wf_key: bytes) -> bytes | None:
+    for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+        try:
+            cid, _created, flags = decode_registry(store._keys.mac, key, value)
+        except IntegrityError:
+            continue
+        if not flags & FLAG_MARKED:
+            return cid
+    return None
+
+
+def delete_victims(
+    store: Store, txn: Txn, wf_key: bytes, victims: Iterable[tuple[int, str]], now_us: int
+) -> tuple[list[str], list[str]]:
+    """Delete whole checkpoints ``(seq, id)`` of one workflow inside ``txn``.
+
+    Returns (deleted ids, skipped ids). A victim whose manifest cannot be read is marked, not
+    half-deleted (its chunk references could not be released).
+    """
+    keep_cid = _newest_valid(store, txn, wf_key)
+    doomed: dict[bytes, bytes] = {}  # registry key -> checkpoint id
+    skipped: list[str] = []
+    for seq, text_id in victims:
+        cid = id_from_text(text_id)
+        reg_key = registry_key(wf_key, seq)
+        value = txn.get(DB_REGISTRY, reg_key)
+        if value is None or bytes(value[:16]) != cid or cid == keep_cid:
+            skipped.append(text_id)
+            continue
+        try:
+            _c, created_us, flags = decode_registry(store._keys.mac, reg_key, value)
+        except IntegrityError:
+            skipped.append(text_id)
+            continue
+        if flags & FLAG_PINNED:
+            skipped.append(text_id)
+            continue
+        if flags & FLAG_FILES:
+            try:
+                manifest = store._read_manifest(txn, cid)
+            except IntegrityError:
+                manifest = None
+            if manifest is None:
+                if not flags & FLAG_MARKED:
+                    txn.put(
+                        DB_REGISTRY,
+                        reg_key,
+                        store._registry_value(reg_key, cid, created_us, flags | FLAG_MARKED),
+                    )
+                skipped.append(text_id)
+                continue
+            release_refs(txn, store._keys, manifest_chunks(manifest), now_us)
+        doomed[reg_key] = cid
+    if not doomed:
+        return [], skipped
+    # Registry: one cursor pass from the first to the last victim, deleting victims only.
+    keys = sorted(doomed)
+    txn.delete_keys_in_range(DB_REGISTRY, keys[0], keys[-1] + b"\x00", set(keys))
+    for cid in doomed.values():
+        txn.delete(DB_CHECKPOINTS, cid)
+        txn.delete_range(DB_PAYLOADS, cid, prefix_end(cid))
+        txn.delete_range(DB_MARKS, cid, prefix_end(cid))
+    return [id_to_text(c) for c in doomed.values()], skipped

@@ -1,0 +1,248 @@
+"""Retention: policies and a pure planner (borg's prune: a reason for every checkpoint kept).
+
+Seed semantics: delete the union of "beyond the newest ``max_checkpoints``" and "older than
+``max_age``". On top, invariants no policy can break:
+
+- the newest *valid* (not marked corrupted) checkpoint of a workflow is never deleted;
+- pinned checkpoints are never deleted and do not count toward ``max_checkpoints``;
+- order is the per-workflow sequence (checkpoints of the same millisecond are counted, not
+  bucketed).
+
+Optional restic-style rules keep more (never less): ``keep_within`` (relative to the newest
+checkpoint) and ``keep_hourly`` / ``keep_daily`` / ``keep_weekly`` (the newest checkpoint of each
+of the last N hours / days / ISO weeks that have checkpoints).
+
+The planner takes registry entries only (sequence, id, created_at, pinned, marked): it never
+decodes payloads. Applying a plan is a separate step (``Store.prune``), so a dry run prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from attrs import field, frozen
+
+from ckdb.errors import InvalidInput
+
+DEFAULT_POLICY = "standard"
+
+
+def _age(value: object) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        td = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        td = timedelta(days=value)
+    else:
+        raise InvalidInput(f"an age must be days (a number) or a timedelta, not {value!r}")
+    if td < timedelta(0):
+        raise InvalidInput(f"an age must not be negative: {value!r}")
+    return td
+
+
+def _count(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"{what} must be a non-negative int, not {value!r}")
+    return value
+
+
+@frozen
+class RetentionPolicy:
+    """How many and how old checkpoints a workflow keeps (None: no limit of that kind)."""
+
+    max_checkpoints: int | None = field(default=None)
+    max_age: timedelta | None = field(default=None, converter=_age)
+    keep_within: timedelta | None = field(default=None, converter=_age)
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    name: str = "custom"
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_checkpoints is not None:
+            _count(self.max_checkpoints, "max_checkpoints")
+        for attr in ("keep_hourly", "keep_daily", "keep_weekly"):
+            _count(getattr(self, attr), attr)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "max_checkpoints": self.max_checkpoints,
+            "max_age_s": None if self.max_age is None else self.max_age.total_seconds(),
+            "keep_within_s": None if self.keep_within is None else self.keep_within.total_seconds(),
+            "keep_hourly": self.keep_hourly,
+            "keep_daily": self.keep_daily,
+            "keep_weekly": self.keep_weekly,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> RetentionPolicy:
+        def secs(v: Any) -> timedelta | None:
+            return None if v is None else timedelta(seconds=float(v))
+
+        return cls(
+            max_checkpoints=doc.get("max_checkpoints"),
+            max_age=secs(doc.get("max_age_s")),
+            keep_within=secs(doc.get("keep_within_s")),
+            keep_hourly=int(doc.get("keep_hourly", 0)),
+            keep_daily=int(doc.get("keep_daily", 0)),
+            keep_weekly=int(doc.get("keep_weekly", 0)),
+            name=str(doc.get("name", "custom")),
+        )
+
+
+PRESETS: dict[str, RetentionPolicy] = {
+    "minimal": RetentionPolicy(3, timedelta(days=7), name="minimal"),
+    "standard": RetentionPolicy(10, timedelta(days=30), name="standard"),
+    "extended": RetentionPolicy(50, timedelta(days=90), name="extended"),
+}
+
+
+def resolve_policy(policy: object) -> RetentionPolicy:
+    """A policy from a preset name (``"default"`` → standard, as in the seed) or a policy.
+
+    An unknown name is an InvalidInput: a typo must never delete anything.
+    """
+    if isinstance(policy, RetentionPolicy):
+        return policy
+    if isinstance(policy, str):
+        name = DEFAULT_POLICY if policy == "default" else policy
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise InvalidInput(
+                f"unknown retention policy {policy!r}; use one of "
+                f"{', '.join([*PRESETS, 'default'])} or a RetentionPolicy"
+            ) from None
+    raise InvalidInput(f"a retention policy must be a name or a RetentionPolicy, not {policy!r}")
+
+
+@frozen
+class Entry:
+    """What the planner knows about a checkpoint: its registry entry."""
+
+    seq: int
+    id: str
+    created_at: datetime
+    pinned: bool = False
+    marked: bool = False
+
+
+@frozen
+class Keep:
+    id: str
+    reasons: tuple[str, ...]
+
+
+@frozen
+class RetentionPlan:
+    """For one workflow: every checkpoint kept (with why) and every one to delete."""
+
+    workflow_id: str
+    policy: str
+    keep: tuple[Keep, ...]
+    delete: tuple[str, ...]
+
+
+@frozen
+class RetentionResult:
+    """What ``Store.prune`` planned and (unless ``dry_run``) deleted."""
+
+    dry_run: bool
+    plans: tuple[RetentionPlan, ...]
+    deleted: tuple[str, ...]  # actually deleted (empty on a dry run)
+    skipped: tuple[str, ...] = ()  # planned but not deleted: pinned/changed meanwhile, or marked
+
+    @property
+    def kept(self) -> tuple[Keep, ...]:
+        return tuple(k for p in self.plans for k in p.keep)
+
+    @property
+    def planned(self) -> tuple[str, ...]:
+        return tuple(d for p in self.plans for d in p.delete)
+
+
+def _bucket(dt: datetime, unit: str) -> tuple[int, ...]:
+    dt = dt.astimezone(UTC)
+    if unit == "hourly":
+        return (dt.year, dt.month, dt.day, dt.hour)
+    if unit == "daily":
+        return (dt.year, dt.month, dt.day)
+    iso = dt.isocalendar()
+    return (iso.year, iso.week)
+
+
+def plan(
+    entries: Iterable[Entry],
+    policy: RetentionPolicy,
+    now: datetime,
+    *,
+    workflow_id: str = "",
+) -> RetentionPlan:
+    """Pure: decide what to keep (with reasons) and what to delete."""
+    if now.tzinfo is None:
+        raise InvalidInput("now must be a timezone-aware datetime")
+    ordered = sorted(entries, key=lambda e: e.seq, reverse=True)  # newest first
+    reasons: dict[str, list[str]] = {e.id: [] for e in ordered}
+    doomed: set[str] = set()
+
+    newest_valid = next((e for e in ordered if not e.marked), None)
+    if newest_valid is not None:
+        reasons[newest_valid.id].append("newest valid checkpoint")
+    counted = 0
+    for e in ordered:
+        if e.pinned:
+            reasons[e.id].append("pinned")
+            continue
+        counted += 1
+        beyond = policy.max_checkpoints is not None and counted > policy.max_checkpoints
+        too_old = policy.max_age is not None and now - e.created_at > policy.max_age
+        if beyond or too_old:
+            doomed.add(e.id)
+        else:
+            why = []
+            if policy.max_checkpoints is not None:
+                why.append(f"among the newest {policy.max_checkpoints}")
+            if policy.max_age is not None:
+                why.append(f"younger than {_fmt(policy.max_age)}")
+            reasons[e.id].append(" and ".join(why) if why else "no limit in policy")
+
+    if policy.keep_within is not None and ordered:
+        newest_time = max(e.created_at for e in ordered)
+        for e in ordered:
+            if newest_time - e.created_at <= policy.keep_within:
+                reasons[e.id].append(f"within {_fmt(policy.keep_within)} of the newest")
+    for unit, n in (
+        ("hourly", policy.keep_hourly),
+        ("daily", policy.keep_daily),
+        ("weekly", policy.keep_weekly),
+    ):
+        seen: set[tuple[int, ...]] = set()
+        for e in ordered:  # newest first: the first of each bucket is its newest
+            if len(seen) >= n:
+                break
+            b = _bucket(e.created_at, unit)
+            if b not in seen:
+                seen.add(b)
+                reasons[e.id].append(f"{unit} #{len(seen)}")
+
+    keep: list[Keep] = []
+    delete: list[str] = []
+    for e in ordered:
+        protective = [
+            r for r in reasons[e.id] if e.id not in doomed or not r.startswith(("among", "younger"))
+        ]
+        if e.id in doomed and not protective:
+            delete.append(e.id)
+        else:
+            keep.append(Keep(e.id, tuple(protective)))
+    return RetentionPlan(workflow_id, policy.name, tuple(keep), tuple(reversed(delete)))
+
+
+def _fmt(td: timedelta) -> str:
+    if td.seconds == 0 and td.microseconds == 0:
+        return f"{td.days} days"
+    return str(td)

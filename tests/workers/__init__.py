@@ -1,0 +1,1 @@
+"""Helper scripts that tests run in subprocesses (writers to kill, concurrent creators)."""

@@ -16,6 +16,7 @@ import builtins
 import contextlib
 import getpass
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -24,7 +25,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -84,6 +85,7 @@ from ckdb.layout import (
     split_registry_key,
     workflow_key,
 )
+from ckdb.maintenance import BackupReport, Monitor, backup
 from ckdb.pruning import AUTO_MAX, BATCH, delete_victims, registry_entries
 from ckdb.records import (
     KIND_AUTOMATIC,
@@ -103,7 +105,9 @@ from ckdb.retention import (
     resolve_policy,
 )
 from ckdb.retention import plan as plan_retention
+from ckdb.scrub import Finding, Scrubber, ScrubReport
 
+_log = logging.getLogger("ckdb")
 DURABILITIES = ("sync", "relaxed")
 _RETENTION_PREFIX = b"retention/"
 METADATA_VERSION = 1
@@ -253,6 +257,7 @@ def open(
     create: bool = True,
     map_size: int | None = None,
     created_by: str | None = None,
+    on_corruption: Callable[[Finding], object] | None = None,
     _unsafe_nosync: bool = False,
 ) -> Store:
     """Open (or create) the store at ``path``. See :class:`Store`."""
@@ -262,6 +267,7 @@ def open(
         key_file=key_file,
         readonly=readonly,
         retention=retention,
+        on_corruption=on_corruption,
         durability=durability,
         create=create,
         map_size=map_size,
@@ -286,8 +292,14 @@ class Store:
         create: bool = True,
         map_size: int | None = None,
         created_by: str | None = None,
+        on_corruption: Callable[[Finding], object] | None = None,
         _unsafe_nosync: bool = False,
     ) -> None:
+        self._corruption_handlers: builtins.list[Callable[[Finding], object]] = []
+        if on_corruption is not None:
+            if not callable(on_corruption):
+                raise InvalidInput("on_corruption must be callable")
+            self._corruption_handlers.append(on_corruption)
         # The default policy for workflows without their own (set_retention); None: no automatic
         # retention. A runtime knob, not stored: it shapes no on-disk format.
         self._retention = None if retention is None else resolve_policy(retention)
@@ -346,6 +358,10 @@ class Store:
         if check is None or ring is None:
             raise FormatError(f"{self.path} has no key records: the store header is damaged")
         master = _resolve_key(self.path, key, key_file)
+        self._master = master
+        self._key_source = (
+            "argument" if key is not None else ("file" if key_file is not None else "store")
+        )
         kek = keys.kek_for(master, uuid)
         if not secrets.compare_digest(keys.key_check(kek, fmt), check):
             raise WrongKey(
@@ -744,6 +760,9 @@ class Store:
         return doc
 
     # -- reading ---------------------------------------------------------------------------------
+
+    def _parse_meta(self, cid: bytes, raw: bytes) -> _Meta:
+        return _Meta.parse(cid, raw)
 
     def _read_meta(self, txn: Txn, cid: bytes) -> _Meta:
         raw = txn.get(DB_CHECKPOINTS, cid)
@@ -1214,6 +1233,94 @@ class Store:
 
     def unpin(self, checkpoint_id: str) -> CheckpointInfo:
         return self._set_flag(checkpoint_id, FLAG_PINNED, False)
+
+    # -- integrity: scrub, monitor, backups -------------------------------------------------------
+
+    def add_corruption_handler(self, handler: Callable[[Finding], object]) -> None:
+        """Call ``handler(finding)`` for every corruption event (scrub, monitor)."""
+        if not callable(handler):
+            raise InvalidInput("a corruption handler must be callable")
+        self._corruption_handlers.append(handler)
+
+    def _notify_corruption(
+        self, finding: Finding, extra: Callable[[Finding], object] | None = None
+    ) -> None:
+        for handler in [*self._corruption_handlers, *([extra] if extra else [])]:
+            try:
+                handler(finding)
+            except Exception:  # a broken callback must not stop the scrub or the monitor
+                _log.exception("ckdb: on_corruption handler failed")
+
+    def scrub(
+        self,
+        *,
+        workflow_id: str | None = None,
+        level: str = "comprehensive",
+        repair: bool = False,
+        backup: str | os.PathLike[str] | None = None,
+        budget: timedelta | int | None = None,
+        _notify: Callable[[Finding], None] | None = None,
+    ) -> ScrubReport:
+        """Verify the store (see ``ckdb.scrub``). ``budget``: a timedelta (time) or an int (bytes)
+        to verify part of the store now and resume where this stopped next time. Corrupt
+        checkpoints are marked even without ``repair``; every event is logged at CRITICAL and
+        passed to the ``on_corruption`` handlers."""
+        if workflow_id is not None:
+            check_name(workflow_id, "workflow_id")
+        if backup is not None and not (Path(os.fspath(backup)) / "data.mdb").exists():
+            raise InvalidInput(f"backup {os.fspath(backup)!r} is not a ckdb store")
+        scrubber = Scrubber(
+            self,
+            workflow_id=workflow_id,
+            level=level,
+            repair=repair,
+            backup=None if backup is None else os.fspath(backup),
+            budget=budget,
+            notify=_notify or self._notify_corruption,
+        )
+        return scrubber.run()
+
+    def monitor(
+        self,
+        interval: float = 3600,
+        *,
+        budget: timedelta | int | None = timedelta(seconds=2),
+        level: str = "comprehensive",
+        repair: bool = False,
+        backup: str | os.PathLike[str] | None = None,
+        on_corruption: Callable[[Finding], object] | None = None,
+        lease_seconds: float | None = None,
+    ) -> Monitor:
+        """Start a background integrity monitor: incremental scrubs every ``interval`` seconds,
+        each bounded by ``budget``. One monitor per store across processes (a lease elects it;
+        others stand by). Returns the running monitor (a context manager; ``stop()``)."""
+        if level not in LEVELS:
+            raise InvalidInput(f"level must be one of {LEVELS}, not {level!r}")
+        return Monitor(
+            self,
+            interval,
+            budget=budget,
+            level=level,
+            repair=repair,
+            backup=backup,
+            on_corruption=on_corruption,
+            lease_seconds=lease_seconds,
+        ).start()
+
+    def backup(
+        self, dest: str | os.PathLike[str], *, progress: Callable[[str], None] | None = None
+    ) -> BackupReport:
+        """A consistent, compacted, fsynced and verified copy at ``dest`` (which must not exist
+        or be empty), taken while writers keep working. It opens with the same master key."""
+        self._env.check()
+        return backup(self, dest, progress=progress)
+
+    def compact(
+        self, dest: str | os.PathLike[str], *, progress: Callable[[str], None] | None = None
+    ) -> BackupReport:
+        """Write a compacted copy to ``dest`` (the LMDB file never shrinks by itself): the same
+        verified copy as :meth:`backup`, meant to replace a bloated store."""
+        return self.backup(dest, progress=progress)
 
     # -- retention -------------------------------------------------------------------------------
 

@@ -1,0 +1,667 @@
+"""Scrub: verify the whole store (or a budgeted slice of it), mark, repair, report.
+
+Passes:
+
+A. checkpoints (resumable): every checkpoint validated at the requested level (metadata,
+   registry entry, payload frames and digests, integrity digest, chunks with their content ids).
+   A checkpoint that fails is marked at once (``latest`` skips it), even without ``repair``.
+B. registry: every entry's tag, and that its metadata exists and points back.
+C. orphans: payloads and marks whose checkpoint is gone; chunks nothing references (and no live
+   lease protects); expired leases.
+D. reference counts: every count's tag, and its value against the counts rebuilt from every
+   verifiable manifest.
+
+With a ``budget`` pass A stops when the budget is spent and the next scrub resumes after the last
+checkpoint it verified (a cursor in ``settings``); passes B to D run when a cycle completes.
+Findings are data (a :class:`ScrubReport`), never ``warnings``.
+
+Repair (``repair=True``): a corrupt checkpoint is replaced by the backup's copy when every record
+of it in the backup verifies under *this* store's keys and address (a backup is a copy of this
+store, so it shares its keys); without a good copy it is deleted and unregistered in one
+transaction, unless pinned (then it stays marked and reported). Orphans are removed, damaged or
+wrong reference counts are rebuilt from the manifests, a lost registry entry is rebuilt from intact
+metadata. A successful repair clears the mark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+
+from ckdb import encoding
+from ckdb._env import Env, Txn
+from ckdb.capture import manifest_chunks
+from ckdb.chunks import LEASE_PREFIX, decode_refs, encode_refs
+from ckdb.codec import decode_frame, decode_registry, parse_frame
+from ckdb.errors import CkdbError, IntegrityError, InvalidInput
+from ckdb.integrity import LEVELS, check_chunk, validate
+from ckdb.layout import (
+    DB_CHECKPOINTS,
+    DB_CHUNKS,
+    DB_MARKS,
+    DB_PAYLOADS,
+    DB_REFS,
+    DB_REGISTRY,
+    DB_SETTINGS,
+    FLAG_FILES,
+    FLAG_MANUAL,
+    FLAG_MARKED,
+    FLAG_PINNED,
+    ID_SIZE,
+    RecordType,
+    id_to_text,
+    payload_key,
+    prefix_end,
+    registry_key,
+    workflow_key,
+)
+
+if TYPE_CHECKING:
+    from ckdb.store import Store
+
+log = logging.getLogger("ckdb")
+
+CURSOR_KEY = b"scrub/cursor"
+
+
+@frozen
+class Finding:
+    """One problem scrub found, and what it did about it."""
+
+    kind: str  # "checkpoint", "registry", "orphan-payload", "orphan-chunk", "refs", "lease", ...
+    where: str  # "db/key-hex" or a checkpoint id
+    problem: str
+    checkpoint_id: str | None = None
+    action: str = "reported"  # "marked", "repaired", "deleted", "kept (pinned)", "removed", ...
+
+
+@frozen
+class ScrubReport:
+    findings: tuple[Finding, ...]
+    checkpoints_checked: int
+    bytes_checked: int
+    complete: bool  # True when the whole store was covered (a full cycle finished)
+    repaired: int = 0
+    deleted: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong *now*: every finding was repaired or removed."""
+        return all(f.action in ("repaired", "removed", "rebuilt") for f in self.findings)
+
+
+class _Budget:
+    def __init__(self, budget: object) -> None:
+        self.deadline: float | None = None
+        self.bytes_left: int | None = None
+        if budget is None:
+            return
+        if isinstance(budget, timedelta):
+            self.deadline = time.monotonic() + budget.total_seconds()
+        elif isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
+            self.bytes_left = budget
+        else:
+            raise InvalidInput(
+                f"budget must be a timedelta (time) or a positive int (bytes), not {budget!r}"
+            )
+
+    @property
+    def limited(self) -> bool:
+        return self.deadline is not None or self.bytes_left is not None
+
+    def spend(self, nbytes: int) -> None:
+        if self.bytes_left is not None:
+            self.bytes_left -= nbytes
+
+    def spent(self) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return True
+        return self.bytes_left is not None and self.bytes_left <= 0
+
+
+class Scrubber:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        workflow_id: str | None,
+        level: str,
+        repair: bool,
+        backup: str | Path | None,
+        budget: object,
+        notify: Callable[[Finding], None],
+    ) -> None:
+        if level not in LEVELS:
+            raise InvalidInput(f"scrub level must be one of {LEVELS}, not {level!r}")
+        if repair and store.readonly:
+            raise InvalidInput("repair needs a store opened for writing")
+        self.store = store
+        self.env: Env = store._env
+        self.keys = store._keys
+        self.wf_key = None if workflow_id is None else workflow_key(workflow_id)
+        self.level = level
+        self.repair = repair
+        self.budget = _Budget(budget)
+        self.notify = notify
+        self.findings: list[Finding] = []
+        self.checked = 0
+        self.bytes = 0
+        self.repaired = 0
+        self.deleted = 0
+        self.backup_path = None if backup is None else Path(backup)
+        self._backup_env: Env | None = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _find(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        log.critical(
+            "ckdb integrity: %s %s: %s (%s)",
+            finding.kind,
+            finding.where,
+            finding.problem,
+            finding.action,
+        )
+        self.notify(finding)
+
+    def _backup(self) -> Env | None:
+        if self.backup_path is None:
+            return None
+        if self._backup_env is None:
+            self._backup_env = Env(
+                self.backup_path.absolute(), readonly=True, durability="sync", map_size=1 << 30
+            )
+        return self._backup_env
+
+    def close(self) -> None:
+        if self._backup_env is not None:
+            self._backup_env.close()
+
+    # -- pass A: checkpoints ---------------------------------------------------------------------
+
+    def run(self) -> ScrubReport:
+        try:
+            complete = self._checkpoints()
+            if complete and self.wf_key is None:
+                self._registry()
+                self._orphans_and_refs()
+            elif complete:
+                self._registry()
+        finally:
+            self.close()
+        return ScrubReport(
+            findings=tuple(self.findings),
+            checkpoints_checked=self.checked,
+            bytes_checked=self.bytes,
+            complete=complete,
+            repaired=self.repaired,
+            deleted=self.deleted,
+        )
+
+    def _cids(self, start: bytes) -> list[bytes]:
+        with self.env.read() as txn:
+            if self.wf_key is None:
+                return [bytes(k) for k, _v in txn.range(DB_CHECKPOINTS, start)]
+            return [
+                bytes(v[:16])
+                for _k, v in txn.prefix(DB_REGISTRY, self.wf_key)
+                if len(v) >= 16 and bytes(v[:16]) >= start
+            ]
+
+    def _checkpoints(self) -> bool:
+        start = b""
+        if self.budget.limited and self.wf_key is None:
+            with self.env.read() as txn:
+                start = txn.get(DB_SETTINGS, CURSOR_KEY) or b""
+        cids = sorted(self._cids(start))
+        verified_chunks: set[bytes] = set()
+        last = None
+        for cid in cids:
+            if cid == start:
+                continue  # verified last time
+            if self.budget.spent():
+                self._save_cursor(last)
+                return False
+            problems, size = self._check_one(cid, verified_chunks)
+            self.checked += 1
+            self.bytes += size
+            self.budget.spend(size)
+            last = cid
+            if problems:
+                self._handle_corrupt(cid, problems)
+            elif self.repair and self._unmark_if_marked(cid):
+                text = id_to_text(cid)
+                self.repaired += 1
+                self._find(
+                    Finding(
+                        "checkpoint", text, "was marked corrupted; verifies now", text, "repaired"
+                    )
+                )
+        self._save_cursor(None)
+        return True
+
+    def _save_cursor(self, cid: bytes | None) -> None:
+        if not self.budget.limited or self.wf_key is not None or self.store.readonly:
+            return
+
+        def apply(txn: Txn) -> None:
+            if cid is None:
+                txn.delete(DB_SETTINGS, CURSOR_KEY)
+            else:
+                txn.put(DB_SETTINGS, CURSOR_KEY, cid)
+
+        self.env.write(apply)
+
+    def _check_one(self, cid: bytes, verified_chunks: set[bytes]) -> tuple[list[str], int]:
+        with self.env.read() as txn:
+            raw = txn.get(DB_CHECKPOINTS, cid)
+            if raw is None:
+                return [], 0  # deleted meanwhile
+            size = len(raw)
+            level = "standard" if self.level == "comprehensive" else self.level
+            report = validate(self.store, txn, cid, level)
+            problems = [p for p in report.findings if p != "checkpoint is marked corrupted"]
+            if self.level == "comprehensive" and report.metadata_valid:
+                try:
+                    meta = self.store._read_meta(txn, cid)
+                except IntegrityError as err:
+                    return [*problems, str(err)], size
+                for rtype_i, name, raw_size, stored, digest in meta.components:
+                    rtype = RecordType(rtype_i)
+                    size += stored
+                    if rtype in (RecordType.RESOURCES, RecordType.DEPENDENCIES):
+                        problems.extend(
+                            self._check_payload(txn, cid, rtype, name, raw_size, bytes(digest))
+                        )
+                try:
+                    manifest = self.store._read_manifest(txn, cid)
+                except IntegrityError:
+                    manifest = None  # reported by validate() above
+                if manifest is not None:
+                    for chunk in sorted(manifest_chunks(manifest) - verified_chunks):
+                        value = txn.get(DB_CHUNKS, chunk)
+                        size += 0 if value is None else len(value)
+                        problem = check_chunk(self.store, txn, chunk)
+                        if problem:
+                            problems.append(problem)
+                        else:
+                            verified_chunks.add(chunk)
+            if report.metadata_valid is False and not problems:
+                problems = list(report.findings)
+        return problems, size
+
+    def _check_payload(
+        self, txn: Txn, cid: bytes, rtype: RecordType, name: str, raw_size: int, digest: bytes
+    ) -> list[str]:
+        import hashlib  # noqa: PLC0415
+
+        key = payload_key(cid, rtype, name)
+        value = txn.get(DB_PAYLOADS, key)
+        if value is None:
+            return [f"{rtype.name.lower()} {name!r} is missing"]
+        try:
+            raw = self.store._unframe(DB_PAYLOADS, key, value, rtype)
+        except IntegrityError as err:
+            return [str(err)]
+        if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
+            return [f"{rtype.name.lower()} {name!r}: digest mismatch"]
+        return []
+
+    # -- handling a corrupt checkpoint -----------------------------------------------------------
+
+    def _handle_corrupt(self, cid: bytes, problems: list[str]) -> None:
+        text = id_to_text(cid)
+        problem = "; ".join(problems)
+        if not self.repair:
+            self._mark(cid, problem)
+            self._find(Finding("checkpoint", text, problem, text, "marked"))
+            return
+        if self._repair_from_backup(cid):
+            self.repaired += 1
+            self._find(Finding("checkpoint", text, problem, text, "repaired"))
+            return
+        if self._delete_unless_pinned(cid, problem):
+            self.deleted += 1
+            self._find(Finding("checkpoint", text, problem, text, "deleted"))
+        else:
+            self._find(Finding("checkpoint", text, problem, text, "kept (pinned), marked"))
+
+    def _registry_slot(self, txn: Txn, cid: bytes) -> tuple[bytes | None, int | None]:
+        """(registry key, flags or None if its tag fails) for a checkpoint, by metadata or scan."""
+        reg_key = None
+        with contextlib.suppress(IntegrityError, CkdbError):
+            meta = self.store._read_meta(txn, cid)
+            candidate = registry_key(workflow_key(meta.workflow_id), meta.seq)
+            value = txn.get(DB_REGISTRY, candidate)
+            if value is not None and bytes(value[:16]) == cid:
+                reg_key = candidate
+        if reg_key is None:
+            for key, value in txn.range(DB_REGISTRY):
+                if bytes(value[:16]) == cid:
+                    reg_key = bytes(key)
+                    break
+        if reg_key is None:
+            return None, None
+        value = txn.get(DB_REGISTRY, reg_key)
+        assert value is not None
+        try:
+            return reg_key, decode_registry(self.keys.mac, reg_key, value)[2]
+        except IntegrityError:
+            return reg_key, None
+
+    def _unmark_if_marked(self, cid: bytes) -> bool:
+        """Clear the mark of a checkpoint that verifies (e.g. its shared chunk was repaired)."""
+
+        def apply(txn: Txn) -> bool:
+            reg_key, flags = self._registry_slot(txn, cid)
+            if reg_key is None or flags is None or not flags & FLAG_MARKED:
+                return False
+            value = txn.get(DB_REGISTRY, reg_key)
+            assert value is not None
+            created_us = int.from_bytes(value[16:24], "big")
+            txn.put(
+                DB_REGISTRY,
+                reg_key,
+                self.store._registry_value(reg_key, cid, created_us, flags & ~FLAG_MARKED),
+            )
+            txn.delete_range(DB_MARKS, cid, prefix_end(cid))
+            return True
+
+        changed: bool = self.env.write(apply)
+        return changed
+
+    def _mark(self, cid: bytes, reason: str) -> None:
+        if self.store.readonly:
+            return
+        with contextlib.suppress(CkdbError):
+            self.store.mark(id_to_text(cid), reason)
+
+    def _delete_unless_pinned(self, cid: bytes, reason: str) -> bool:
+        def apply(txn: Txn) -> bool:
+            reg_key, flags = self._registry_slot(txn, cid)
+            if flags is not None and flags & FLAG_PINNED:
+                return False
+            self.store._delete_in(txn, cid, reg_key)
+            return True
+
+        deleted: bool = self.env.write(apply)
+        if not deleted:
+            self._mark(cid, reason)
+        return deleted
+
+    def _repair_from_backup(self, cid: bytes) -> bool:
+        """Copy every record of the checkpoint from the backup, if all of them verify here."""
+        backup = self._backup()
+        if backup is None:
+            return False
+        records: list[tuple[bytes, bytes, bytes]] = []
+        mac = self.keys.mac
+        try:
+            with backup.read() as btxn:
+                meta_raw = btxn.get(DB_CHECKPOINTS, cid)
+                if meta_raw is None:
+                    return False
+                meta = self.store._parse_meta(
+                    cid, decode_frame(mac, DB_CHECKPOINTS, cid, meta_raw, RecordType.METADATA)
+                )
+                records.append((DB_CHECKPOINTS, cid, bytes(meta_raw)))
+                reg_key = registry_key(workflow_key(meta.workflow_id), meta.seq)
+                reg_value = btxn.get(DB_REGISTRY, reg_key)
+                if reg_value is None:
+                    return False
+                rcid, _c, bflags = decode_registry(mac, reg_key, reg_value)
+                if rcid != cid:
+                    return False
+                manifest = None
+                for rtype_i, name, _raw, _stored, _digest in meta.components:
+                    key = payload_key(cid, RecordType(rtype_i), name)
+                    value = btxn.get(DB_PAYLOADS, key)
+                    if value is None:
+                        return False
+                    raw = decode_frame(mac, DB_PAYLOADS, key, value, RecordType(rtype_i))
+                    records.append((DB_PAYLOADS, key, bytes(value)))
+                    if rtype_i == RecordType.MANIFEST:
+                        manifest = encoding.decode(raw)
+                chunks = [] if manifest is None else sorted(manifest_chunks(manifest))
+                for chunk in chunks:
+                    value = btxn.get(DB_CHUNKS, chunk)
+                    if value is None:
+                        return False
+                    data = decode_frame(mac, DB_CHUNKS, chunk, value, RecordType.CHUNK)
+                    from ckdb.chunks import content_id  # noqa: PLC0415
+
+                    if content_id(self.keys, data) != chunk:
+                        return False
+                    records.append((DB_CHUNKS, chunk, bytes(value)))
+        except CkdbError:
+            return False
+
+        def apply(txn: Txn) -> bool:
+            current_key, current_flags = self._registry_slot(txn, cid)
+            occupant = txn.get(DB_REGISTRY, reg_key)
+            if occupant is not None and bytes(occupant[:16]) != cid:
+                return False  # the slot now belongs to another checkpoint
+            txn.delete_range(DB_PAYLOADS, cid, prefix_end(cid))
+            for db, key, value in records:
+                if db == DB_CHUNKS:
+                    existing = txn.get(DB_CHUNKS, key)
+                    if existing is not None:
+                        try:
+                            parse_frame(mac, DB_CHUNKS, key, existing)
+                            if check_chunk(self.store, txn, key) is None:
+                                continue
+                        except IntegrityError:
+                            pass
+                txn.put(db, key, value)
+            if current_key is not None and current_key != reg_key:
+                txn.delete(DB_REGISTRY, current_key)
+            flags = (current_flags if current_flags is not None else bflags) & ~FLAG_MARKED
+            created_us = int.from_bytes(reg_value[16:24], "big")
+            txn.put(
+                DB_REGISTRY, reg_key, self.store._registry_value(reg_key, cid, created_us, flags)
+            )
+            txn.delete_range(DB_MARKS, cid, prefix_end(cid))
+            return True
+
+        if not self.env.write(apply):
+            return False
+        problems, _size = self._check_one(cid, set())
+        return not problems
+
+    # -- pass B: registry ------------------------------------------------------------------------
+
+    def _registry(self) -> None:
+        bad: list[tuple[bytes, str, bytes | None]] = []
+        with self.env.read() as txn:
+            entries = (
+                txn.prefix(DB_REGISTRY, self.wf_key) if self.wf_key else txn.range(DB_REGISTRY)
+            )
+            for raw_key, value in entries:
+                key = bytes(raw_key)
+                cid = bytes(value[:16]) if len(value) >= ID_SIZE else None
+                try:
+                    rcid, _created, _flags = decode_registry(self.keys.mac, key, value)
+                except IntegrityError as err:
+                    bad.append((key, str(err), cid))
+                    continue
+                raw = txn.get(DB_CHECKPOINTS, rcid)
+                if raw is None:
+                    bad.append((key, "registry entry names a checkpoint that does not exist", rcid))
+                    continue
+                try:
+                    meta = self.store._read_meta(txn, rcid)
+                except IntegrityError:
+                    continue  # reported by pass A
+                if registry_key(workflow_key(meta.workflow_id), meta.seq) != key:
+                    bad.append((key, "registry slot and metadata disagree", rcid))
+        for key, problem, cid in bad:
+            where = f"registry/{key.hex()}"
+            text = None if cid is None else id_to_text(cid)
+            if not self.repair:
+                if cid is not None:
+                    self._mark(cid, problem)
+                self._find(Finding("registry", where, problem, text, "reported"))
+                continue
+            action = self._repair_registry(key, cid)
+            self._find(Finding("registry", where, problem, text, action))
+        # Metadata with no registry entry at all (the entry was deleted).
+        with self.env.read() as txn:
+            registered = {bytes(v[:16]) for _k, v in txn.range(DB_REGISTRY) if len(v) >= 16}
+            unregistered = [
+                bytes(k) for k, _v in txn.range(DB_CHECKPOINTS) if bytes(k) not in registered
+            ]
+        for cid in unregistered:
+            text = id_to_text(cid)
+            problem = "checkpoint has no registry entry"
+            if not self.repair:
+                self._find(Finding("registry", text, problem, text, "reported"))
+                continue
+            action = self._repair_registry(None, cid)
+            self._find(Finding("registry", text, problem, text, action))
+
+    def _repair_registry(self, key: bytes | None, cid: bytes | None) -> str:
+        if cid is not None and self._repair_from_backup(cid):
+            self.repaired += 1
+            return "repaired"
+
+        def apply(txn: Txn) -> str:
+            meta = None
+            if cid is not None and txn.get(DB_CHECKPOINTS, cid) is not None:
+                with contextlib.suppress(IntegrityError):
+                    meta = self.store._read_meta(txn, cid)
+            if meta is None or cid is None:
+                # No checkpoint behind it: the entry is dangling or unreadable. Remove it.
+                if key is not None:
+                    txn.delete(DB_REGISTRY, key)
+                if cid is not None and txn.get(DB_CHECKPOINTS, cid) is not None:
+                    self.store._delete_in(txn, cid, None)
+                    self.deleted += 1
+                    return "deleted"
+                return "removed"
+            # Intact metadata: rebuild the entry from it (the pinned flag is unknown: keep the
+            # checkpoint pinned so that no retention deletes what may have been pinned).
+            good_key = registry_key(workflow_key(meta.workflow_id), meta.seq)
+            occupant = txn.get(DB_REGISTRY, good_key)
+            if occupant is not None and bytes(occupant[:16]) != cid:
+                self.store._delete_in(txn, cid, None)
+                self.deleted += 1
+                return "deleted"
+            if key is not None and key != good_key:
+                txn.delete(DB_REGISTRY, key)
+            flags = FLAG_PINNED | (FLAG_MANUAL if meta.kind == "manual" else 0)
+            if any(c[0] == RecordType.MANIFEST for c in meta.components):
+                flags |= FLAG_FILES
+            txn.put(
+                DB_REGISTRY,
+                good_key,
+                self.store._registry_value(good_key, cid, meta.created_us, flags),
+            )
+            return "rebuilt"
+
+        result: str = self.env.write(apply)
+        return result
+
+    # -- passes C and D: orphans and reference counts --------------------------------------------
+
+    def _orphans_and_refs(self) -> None:
+        from ckdb.chunks import leased_chunks  # noqa: PLC0415
+        from ckdb.store import _now_us  # noqa: PLC0415
+
+        expected: Counter[bytes] = Counter()
+        orphan_payloads: list[bytes] = []
+        orphan_marks: list[bytes] = []
+        with self.env.read() as txn:
+            cids = {bytes(k) for k, _v in txn.range(DB_CHECKPOINTS)}
+            for cid in cids:
+                with contextlib.suppress(IntegrityError):
+                    manifest = self.store._read_manifest(txn, cid)
+                    if manifest is not None:
+                        expected.update(manifest_chunks(manifest))
+            for key, _v in txn.range(DB_PAYLOADS):
+                if bytes(key[:16]) not in cids:
+                    orphan_payloads.append(bytes(key))
+            for key, _v in txn.range(DB_MARKS):
+                if bytes(key[:16]) not in cids:
+                    orphan_marks.append(bytes(key))
+            now = _now_us()
+            leased = leased_chunks(txn, self.keys, now)
+            expired_leases = []
+            for key, value in txn.range(DB_SETTINGS, LEASE_PREFIX, prefix_end(LEASE_PREFIX)):
+                try:
+                    doc = encoding.decode(
+                        decode_frame(self.keys.mac, DB_SETTINGS, key, value, RecordType.SETTING)
+                    )
+                    if int(doc.get("expires_us", 0)) < now:
+                        expired_leases.append((bytes(key), "lease expired"))
+                except (IntegrityError, CkdbError) as err:
+                    expired_leases.append((bytes(key), f"damaged lease: {err}"))
+            orphan_chunks = [
+                bytes(k)
+                for k, _v in txn.range(DB_CHUNKS)
+                if bytes(k) not in expected and bytes(k) not in leased
+            ]
+            bad_refs: list[tuple[bytes, str]] = []
+            seen_refs: set[bytes] = set()
+            for raw_key, value in txn.range(DB_REFS):
+                key = bytes(raw_key)
+                seen_refs.add(key)
+                try:
+                    count = decode_refs(self.keys, key, bytes(value))
+                except IntegrityError as err:
+                    bad_refs.append((key, str(err)))
+                    continue
+                if count != expected.get(key, 0):
+                    bad_refs.append(
+                        (key, f"count {count}, manifests name it {expected.get(key, 0)}")
+                    )
+            bad_refs.extend(
+                (chunk, "referenced chunk has no reference count")
+                for chunk in expected
+                if chunk not in seen_refs
+            )
+
+        def removal(kind: str, db: bytes, keys: list[bytes], problem: str) -> None:
+            for key in keys:
+                where = f"{db.decode()}/{key.hex()}"
+                if self.repair:
+
+                    def drop(txn: Txn, key: bytes = key) -> None:
+                        txn.delete(db, key)
+
+                    self.env.write(drop)
+                    self._find(Finding(kind, where, problem, None, "removed"))
+                else:
+                    self._find(Finding(kind, where, problem, None, "reported"))
+
+        removal("orphan-payload", DB_PAYLOADS, orphan_payloads, "payload of a missing checkpoint")
+        removal("orphan-mark", DB_MARKS, orphan_marks, "mark of a missing checkpoint")
+        removal("orphan-chunk", DB_CHUNKS, orphan_chunks, "chunk no checkpoint references")
+        for key, problem in expired_leases:
+            removal("lease", DB_SETTINGS, [key], problem)
+        for key, problem in bad_refs:
+            where = f"refs/{key.hex()}"
+            if not self.repair:
+                self._find(Finding("refs", where, problem, None, "reported"))
+                continue
+            count = expected.get(key, 0)
+
+            def fix(txn: Txn, key: bytes = key, count: int = count) -> None:
+                if count:
+                    txn.put(DB_REFS, key, encode_refs(self.keys, key, count))
+                else:
+                    txn.delete(DB_REFS, key)
+
+            self.env.write(fix)
+            self._find(Finding("refs", where, problem, None, "rebuilt"))
+
+
+def scrub(store: Store, **kwargs: Any) -> ScrubReport:
+    return Scrubber(store, **kwargs).run()

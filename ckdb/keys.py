@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -93,9 +93,21 @@ class Keyring:
         self.active_mac = self._macs[active]
         self.content_mac = hmac.new(hkdf(content_key, b"content-id"), digestmod=hashlib.sha256)
 
+    #: Called on an unknown key id (another process may have rotated in a new data key): returns
+    #: the store's current keyring, or None.
+    reload: Callable[[], Keyring | None] | None = None
+
     def mac(self, key_id: int) -> hmac.HMAC:
         """The keyed HMAC for a key id (``.copy()`` it); KeyError for an unknown id."""
-        return self._macs[key_id]
+        try:
+            return self._macs[key_id]
+        except KeyError:
+            fresh = self.reload() if self.reload is not None else None
+            if fresh is None or key_id not in fresh._macs:
+                raise
+            self._macs[key_id] = fresh._macs[key_id]
+            self.data_keys[key_id] = fresh.data_keys[key_id]
+            return self._macs[key_id]
 
     @classmethod
     def generate(cls) -> Keyring:

@@ -51,6 +51,7 @@ from ckdb.errors import (
     WrongKey,
 )
 from ckdb.integrity import LEVELS, ValidationReport, validate
+from ckdb.keyrotation import RotationReport, finish_pending_key_file, retag, rotate
 from ckdb.layout import (
     COMPAT_KNOWN,
     DB_CHECKPOINTS,
@@ -358,16 +359,88 @@ class Store:
         if check is None or ring is None:
             raise FormatError(f"{self.path} has no key records: the store header is damaged")
         master = _resolve_key(self.path, key, key_file)
-        self._master = master
         self._key_source = (
             "argument" if key is not None else ("file" if key_file is not None else "store")
         )
         kek = keys.kek_for(master, uuid)
         if not secrets.compare_digest(keys.key_check(kek, fmt), check):
-            raise WrongKey(
-                f"the key does not open {self.path} (wrong key, or a damaged store header)"
-            )
-        return uuid, keys.Keyring.unwrap(kek, uuid, ring)
+            pending = self.path / (keys.KEY_FILE_NAME + ".new")
+            if self._key_source == "store" and pending.exists():
+                # A rotation committed but crashed before renaming key.new over key.
+                master = keys.read_key_file(pending)
+                kek = keys.kek_for(master, uuid)
+                if secrets.compare_digest(keys.key_check(kek, fmt), check):
+                    if not self.readonly:
+                        finish_pending_key_file(self.path)
+                else:
+                    raise WrongKey(
+                        f"neither key nor key.new opens {self.path} (a damaged store header?)"
+                    )
+            else:
+                raise WrongKey(
+                    f"the key does not open {self.path} (wrong key, or a damaged store header)"
+                )
+        elif self._key_source == "store" and not self.readonly:
+            # A rotation that crashed before its commit left an unused key.new behind.
+            (self.path / (keys.KEY_FILE_NAME + ".new")).unlink(missing_ok=True)
+        self._master = master
+        ring_keys = keys.Keyring.unwrap(kek, uuid, ring)
+        ring_keys.reload = self._reload_keyring
+        return uuid, ring_keys
+
+    def _reload_keyring(self) -> keys.Keyring | None:
+        """The keyring as stored now (another process may have added a data key)."""
+        with self._env.read() as txn:
+            ring = txn.get(DB_INFO, INFO_KEYRING)
+        if ring is None:
+            return None
+        try:
+            return keys.Keyring.unwrap(keys.kek_for(self._master, self._uuid), self._uuid, ring)
+        except IntegrityError:
+            return None  # the master key changed under us: only a reopen with the new key helps
+
+    # -- keys --------------------------------------------------------------------------------------
+
+    def rotate_key(
+        self, new_master_key: bytes | None = None, *, new_data_key: bool = False
+    ) -> RotationReport:
+        """Re-wrap the store's keys under ``new_master_key`` in one transaction (None: generate
+        one, for stores that use their own key file). With ``new_data_key=True``, also start a new
+        data key for new writes and re-tag old frames in bounded, resumable transactions. Retired
+        keys stay in the store, so older backups still verify."""
+        self._env.check()
+        if new_master_key is None:
+            if self._key_source != "store":
+                raise InvalidInput("pass the new master key (this store's key is not its own file)")
+            new_master_key = keys.new_master_key()
+        rotate(self, new_master_key, new_data_key)
+        self._keys.reload = self._reload_keyring
+        count, complete = retag(self) if new_data_key else (0, True)
+        return RotationReport(
+            active_key_id=self._keys.active,
+            retired_key_ids=tuple(
+                k for k in sorted(self._keys.data_keys) if k != self._keys.active
+            ),
+            retagged=count,
+            complete=complete,
+        )
+
+    def _rotation_report(self, count: int, complete: bool) -> RotationReport:
+        active = self._keys.active
+        retired = tuple(k for k in sorted(self._keys.data_keys) if k != active)
+        return RotationReport(active, retired, count, complete)
+
+    def retag(self, max_batches: int | None = None) -> RotationReport:
+        """Resume (or run) re-tagging of frames under the active data key."""
+        count, complete = retag(self, max_batches)
+        return RotationReport(
+            active_key_id=self._keys.active,
+            retired_key_ids=tuple(
+                k for k in sorted(self._keys.data_keys) if k != self._keys.active
+            ),
+            retagged=count,
+            complete=complete,
+        )
 
     def close(self) -> None:
         self._env.close()

@@ -1,0 +1,172 @@
+"""Key rotation: re-wrap under a new master key; optionally a new data key and re-tagging.
+
+1. ``rotate_key(new_master)`` re-wraps the keyring and rewrites the key check in ONE transaction.
+   When the store uses its generated key file, the new key is first written to ``key.new``
+   (fsynced), then the transaction commits, then ``key.new`` is renamed over ``key``. A crash in
+   between leaves ``key`` (old) and ``key.new`` (new) with the store under one of them: open tries
+   ``key``, then ``key.new``, and finishes the rename (see ``Store._unlock``).
+2. With ``new_data_key=True`` the same transaction adds a random data key and makes it active:
+   new frames are tagged with it at once. Old frames are then re-tagged in bounded transactions
+   (``RETAG_BATCH`` records each) with a cursor in ``settings``, so an interrupted rotation resumes
+   (``Store.retag()``, also run by the next ``rotate_key``). Retired data keys stay in the keyring,
+   so backups taken before the rotation still verify and can serve as repair sources.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+
+from ckdb import encoding, keys
+from ckdb._env import Txn, fsync_path
+from ckdb.chunks import decode_refs, encode_refs
+from ckdb.codec import _tag, decode_registry, encode_registry
+from ckdb.errors import IntegrityError
+from ckdb.layout import (
+    DB_CHECKPOINTS,
+    DB_CHUNKS,
+    DB_INFO,
+    DB_MARKS,
+    DB_PAYLOADS,
+    DB_REFS,
+    DB_REGISTRY,
+    DB_SETTINGS,
+    DB_WORKFLOWS,
+    FRAME_HEADER,
+    FRAME_MAGIC,
+    INFO_FORMAT,
+    INFO_KEYCHECK,
+    INFO_KEYRING,
+    TAG_SIZE,
+)
+
+if TYPE_CHECKING:
+    from ckdb.store import Store
+
+RETAG_BATCH = 500
+RETAG_CURSOR = b"rotation/cursor"
+FRAME_DBS = (DB_CHECKPOINTS, DB_PAYLOADS, DB_CHUNKS, DB_WORKFLOWS, DB_SETTINGS, DB_MARKS)
+ALL_RETAG = (*FRAME_DBS, DB_REGISTRY, DB_REFS)
+
+
+@frozen
+class RotationReport:
+    active_key_id: int
+    retired_key_ids: tuple[int, ...]
+    retagged: int
+    complete: bool
+
+
+def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
+    """Step 1: re-wrap (and maybe add a data key) in one transaction."""
+    new_master = keys.check_master_key(new_master)
+    key_path = store.path / keys.KEY_FILE_NAME
+    pending = store.path / (keys.KEY_FILE_NAME + ".new")
+    use_file = store._key_source == "store"
+    if use_file:
+        pending.unlink(missing_ok=True)
+        keys.write_key_file(pending, new_master)
+        fsync_path(store.path, directory=True)
+    ring = store._keys
+    if new_data_key:
+        new_id = max(ring.data_keys) + 1
+        data = dict(ring.data_keys)
+        data[new_id] = secrets.token_bytes(32)
+        ring = keys.Keyring(data, new_id, ring.content_key)
+
+    def apply(txn: Txn) -> None:
+        fmt = txn.get(DB_INFO, INFO_FORMAT)
+        assert fmt is not None
+        kek = keys.kek_for(new_master, store._uuid)
+        txn.put(DB_INFO, INFO_KEYCHECK, keys.key_check(kek, fmt))
+        txn.put(DB_INFO, INFO_KEYRING, ring.wrap(kek, store._uuid))
+        if new_data_key:
+            txn.put(DB_SETTINGS, RETAG_CURSOR, encoding.encode([0, b""]))
+
+    store._env.write(apply)
+    store._keys = ring
+    store._master = new_master
+    if use_file:
+        os.replace(pending, key_path)
+        fsync_path(store.path, directory=True)
+
+
+def finish_pending_key_file(path: Path) -> None:
+    pending = path / (keys.KEY_FILE_NAME + ".new")
+    os.replace(pending, path / keys.KEY_FILE_NAME)
+    fsync_path(path, directory=True)
+
+
+def _retag_value(store: Store, db: bytes, key: bytes, value: bytes) -> bytes | None:
+    """The value re-tagged under the active key, or None if it already is (or is not a frame)."""
+    ring = store._keys
+    if db == DB_REGISTRY:
+        cid, created, flags = decode_registry(ring.mac, key, value)
+        if int.from_bytes(value[25:27], "big") == ring.active:
+            return None
+        return encode_registry(ring.active_mac, ring.active, key, cid, created, flags)
+    if db == DB_REFS:
+        count = decode_refs(ring, key, value)
+        if int.from_bytes(value[8:10], "big") == ring.active:
+            return None
+        return encode_refs(ring, key, count)
+    if len(value) < FRAME_HEADER.size + TAG_SIZE or value[:3] != FRAME_MAGIC:
+        return None  # not a frame (e.g. the scrub cursor)
+    magic, version, rtype, codec, key_id, raw_len = FRAME_HEADER.unpack_from(value)
+    if key_id == ring.active:
+        return None
+    from ckdb.codec import parse_frame  # noqa: PLC0415
+
+    frame = parse_frame(ring.mac, db, key, value)  # verify under the old key first
+    header = FRAME_HEADER.pack(magic, version, rtype, codec, ring.active, raw_len)
+    return b"".join((header, frame.body, _tag(ring.active_mac, header, db, key, frame.body)))
+
+
+def retag(store: Store, max_batches: int | None = None) -> tuple[int, bool]:
+    """Re-tag frames not under the active key, resuming from the cursor. -> (count, complete)."""
+    total = 0
+    batches = 0
+    while True:
+        if max_batches is not None and batches >= max_batches:
+            return total, False
+
+        def apply(txn: Txn) -> tuple[int, bool]:
+            raw = txn.get(DB_SETTINGS, RETAG_CURSOR)
+            if raw is None:
+                return 0, True
+            db_index, after = encoding.decode(raw)
+            done = 0
+            while db_index < len(ALL_RETAG):
+                db = ALL_RETAG[db_index]
+                items = []
+                for key, value in txn.range(db, bytes(after)):
+                    if key == after or (db == DB_SETTINGS and key == RETAG_CURSOR):
+                        continue
+                    items.append((bytes(key), bytes(value)))
+                    if len(items) >= RETAG_BATCH - done:
+                        break
+                for key, value in items:
+                    try:
+                        new = _retag_value(store, db, key, value)
+                    except IntegrityError:
+                        new = None  # damaged: left for scrub, never re-tagged into validity
+                    if new is not None:
+                        txn.put(db, key, new)
+                    done += 1
+                if items and done >= RETAG_BATCH:
+                    txn.put(DB_SETTINGS, RETAG_CURSOR, encoding.encode([db_index, items[-1][0]]))
+                    return done, False
+                db_index += 1
+                after = b""
+            txn.delete(DB_SETTINGS, RETAG_CURSOR)
+            return done, True
+
+        count, complete = store._env.write(apply)
+        total += count
+        batches += 1
+        if complete:
+            return total, True

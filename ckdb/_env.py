@@ -92,16 +92,23 @@ class _Gate:
                 self._cond.notify_all()
 
 
-def translate(err: Exception, what: str) -> CkdbError:
-    """An lmdb or OS error as the ckdb error a caller can act on."""
+def translate(err: Exception, what: str, *, uncertain: bool = False) -> CkdbError:
+    """An lmdb or OS error as the ckdb error a caller can act on. ``uncertain``: the error came
+    from a commit's sync, so the write may or may not be durable (never say "nothing written")."""
     text = str(err)
+    if isinstance(err, lmdb.PanicError):
+        return StorageError(
+            f"{what}: LMDB stopped using this environment after a failed write ({text}); the "
+            "data on disk is intact: close the store and open it again"
+        )
     if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left" in text:
-        return StoreFull(f"{what}: the disk is full ({text}); nothing was written")
+        tail = "" if uncertain else "; nothing was written"
+        return StoreFull(f"{what}: the disk is full ({text}){tail}")
     if isinstance(err, lmdb.ReadonlyError) or ("Permission denied" in text and "readonly" in text):
         return ReadOnlyStore(f"{what}: the store is open read-only")
     if isinstance(err, lmdb.InvalidError | lmdb.VersionMismatchError | lmdb.IncompatibleError):
         return FormatError(f"{what}: not a usable LMDB environment ({text})")
-    if isinstance(err, lmdb.CorruptedError | lmdb.PageNotFoundError | lmdb.PanicError):
+    if isinstance(err, lmdb.CorruptedError | lmdb.PageNotFoundError):
         return StorageError(
             f"{what}: LMDB reports the environment damaged ({text}); "
             "restore from a backup or run `ckdb scrub`"
@@ -396,6 +403,7 @@ class Env:
                                     err,
                                     "commit failed and its outcome is uncertain (it may or may "
                                     "not be durable); check before repeating it",
+                                    uncertain=True,
                                 ) from None
                 if grow:
                     self._grow(estimate)

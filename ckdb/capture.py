@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 from attrs import define, field
 
+from ckdb.errors import IntegrityError
+from ckdb.layout import Codec
 from ckdb.records import FileEntry, FileState
 
 CHUNK_SIZE = 1 << 20
@@ -54,7 +56,7 @@ Progress = Callable[[int, int], None]  # (bytes read so far, entries so far)
 class ChunkSink(Protocol):
     def content_id(self, data: bytes | memoryview) -> bytes: ...
     def has_chunk(self, cid: bytes) -> bool: ...
-    def chunk_frame(self, cid: bytes, data: bytes | memoryview) -> bytes: ...
+    def chunk_frame(self, cid: bytes, data: bytes | memoryview, codec: Codec) -> bytes: ...
     def commit_ahead(
         self, lease_id: bytes, frames: dict[bytes, bytes], leased: set[bytes]
     ) -> None: ...
@@ -68,6 +70,8 @@ class Capture:
     doc: dict[str, Any]  # the manifest document (encoded by the caller)
     referenced: set[bytes] = field(factory=set)  # every distinct chunk the manifest names
     pending: dict[bytes, bytes] = field(factory=dict)  # chunk frames not yet committed
+    pending_bytes: int = 0
+    codec: Codec = Codec.ZSTD
     ahead: set[bytes] = field(factory=set)  # chunks committed ahead under the lease
     sources: dict[bytes, tuple[str | bytes, int, int]] = field(
         factory=dict
@@ -139,6 +143,7 @@ def capture_tree(
     exclude: Sequence[str] | None = None,
     previous: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    codec: Codec = Codec.ZSTD,
 ) -> Capture:
     """Capture ``root``. A missing root is recorded as the file state's error, not raised."""
     start_ns = time.time_ns()
@@ -151,7 +156,7 @@ def capture_tree(
         "chunk_size": CHUNK_SIZE,
         "entries": [],
     }
-    cap = Capture(root=str(root_path), doc=doc)
+    cap = Capture(root=str(root_path), doc=doc, codec=codec)
     if not root_path.exists():
         doc["error"] = f"working directory does not exist: {root_path}"
         return cap
@@ -227,8 +232,6 @@ def capture_tree(
                 cap.files_reused += 1
             else:
                 _read_file(cap, sink, entry.path, spath, row, buf)
-                if cap.pending and sum(len(f) for f in cap.pending.values()) >= AHEAD_BYTES:
-                    _commit_ahead(cap, sink)
         entries.append(row)
         if progress is not None:
             progress(cap.bytes_read, len(entries))
@@ -272,7 +275,13 @@ def _read_file(
                     cap.referenced.add(cid)
                     cap.sources[cid] = (spath, size, n)
                     if cid not in cap.pending and cid not in cap.ahead and not sink.has_chunk(cid):
-                        cap.pending[cid] = sink.chunk_frame(cid, data)
+                        frame = sink.chunk_frame(cid, data, cap.codec)
+                        cap.pending[cid] = frame
+                        cap.pending_bytes += len(frame)
+                        if cap.pending_bytes >= AHEAD_BYTES:
+                            # Inside the chunk loop, so a single large file never holds more
+                            # than AHEAD_BYTES of frames in memory.
+                            _commit_ahead(cap, sink)
                 size += n
                 cap.bytes_read += n
                 if n < CHUNK_SIZE:
@@ -295,6 +304,7 @@ def _commit_ahead(cap: Capture, sink: ChunkSink) -> None:
     cap.ahead.update(cap.pending)
     sink.commit_ahead(cap.lease_id, cap.pending, cap.ahead)
     cap.pending = {}
+    cap.pending_bytes = 0
 
 
 def reread_chunk(root: str, source: tuple[str | bytes, int, int]) -> bytes:
@@ -306,6 +316,58 @@ def reread_chunk(root: str, source: tuple[str | bytes, int, int]) -> bytes:
         return os.pread(fd, length, offset)
     finally:
         os.close(fd)
+
+
+_ROW_TYPES: tuple[tuple[type, ...], ...] = (
+    (str, bytes),  # path
+    (str,),  # type
+    (int,),  # size
+    (int,),  # mtime_ns
+    (int,),  # mode
+    (bytes, type(None)),  # digest
+    (str, bytes, type(None)),  # link target
+    (list, type(None)),  # chunks
+    (int,),  # dev
+    (int,),  # ino
+    (int,),  # ctime_ns
+    (str, type(None)),  # error
+)
+_KINDS = frozenset({"file", "dir", "symlink", "fifo", "socket", "device", "other"})
+
+
+def check_manifest(doc: Any, where: str) -> dict[str, Any]:
+    """Type-check a decoded manifest: a crafted one (tagged with the key) must still be an
+    IntegrityError, never a TypeError deep inside restore."""
+    bad = f"checkpoint {where}: malformed manifest"
+    if type(doc) is not dict or type(doc.get("entries")) is not list:
+        raise IntegrityError(bad)
+    if type(doc.get("working_directory")) not in (str, type(None)):
+        raise IntegrityError(bad)
+    if type(doc.get("error")) not in (str, type(None)):
+        raise IntegrityError(bad)
+    for row in doc["entries"]:
+        if type(row) is not list or len(row) != len(_ROW_TYPES):
+            raise IntegrityError(f"{bad}: entry of the wrong shape")
+        for value, kinds in zip(row, _ROW_TYPES, strict=True):
+            if type(value) not in kinds:
+                raise IntegrityError(f"{bad}: entry field of type {type(value).__name__}")
+        if row[E_TYPE] not in _KINDS or row[E_SIZE] < 0 or row[E_MODE] < 0:
+            raise IntegrityError(f"{bad}: entry out of range")
+        if row[E_DIGEST] is not None and len(row[E_DIGEST]) != 32:
+            raise IntegrityError(f"{bad}: digest of the wrong size")
+        if row[E_CHUNKS] is not None and any(
+            type(c) is not bytes or len(c) != 32 for c in row[E_CHUNKS]
+        ):
+            raise IntegrityError(f"{bad}: malformed chunk list")
+        if (
+            row[E_TYPE] == "file"
+            and row[E_ERR] is None
+            and (row[E_CHUNKS] is None or row[E_DIGEST] is None)
+        ):
+            raise IntegrityError(f"{bad}: file entry without content")
+        if row[E_TYPE] == "symlink" and row[E_ERR] is None and row[E_LINK] is None:
+            raise IntegrityError(f"{bad}: symlink entry without a target")
+    return doc
 
 
 def file_state(doc: dict[str, Any] | None) -> FileState | None:

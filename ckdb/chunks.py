@@ -96,7 +96,7 @@ def leased_chunks(txn: Txn, keys: Keyring, now_us: int) -> set[bytes]:
     for key, value in txn.range(DB_SETTINGS, LEASE_PREFIX, prefix_end(LEASE_PREFIX)):
         try:
             doc = encoding.decode(
-                decode_frame(keys.mac, DB_SETTINGS, key, value, RecordType.SETTING)
+                decode_frame(keys.mac, DB_SETTINGS, key, value, RecordType.SETTING, keys.aead)
             )
         except IntegrityError:
             continue  # a damaged lease protects nothing; scrub reports it
@@ -118,6 +118,13 @@ def put_lease(
         DB_SETTINGS,
         key,
         encode_frame(
-            keys.active_mac, keys.active, RecordType.SETTING, DB_SETTINGS, key, body, Codec.ZSTD
+            keys.active_mac,
+            keys.active,
+            RecordType.SETTING,
+            DB_SETTINGS,
+            key,
+            body,
+            Codec.ZSTD,
+            keys.active_aead,
         ),
     )

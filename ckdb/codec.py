@@ -14,9 +14,10 @@ is decompressed, so a forged length cannot make us allocate.
 from __future__ import annotations
 
 import hmac
+import os
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import cramjam
 
@@ -37,12 +38,18 @@ from ckdb.layout import (
 COMPRESS_THRESHOLD = 256
 ZSTD_LEVEL = 3
 MAX_RAW_LEN = 1 << 40  # sanity bound on a header's raw length (checked after the tag)
+PREALLOCATE_MAX = 64 << 20
 
 _ADDR = struct.Struct(">B")
 _KEYLEN = struct.Struct(">H")
 
-#: key id -> a keyed HMAC object to ``.copy()`` (raises IntegrityError for an unknown key id)
+#: key id -> a keyed HMAC object to ``.copy()`` (raises KeyError for an unknown key id)
 MacLookup = Callable[[int], "hmac.HMAC"]
+#: key id -> the AEAD cipher of an encrypted store (None: bodies are not encrypted)
+AeadLookup = Callable[[int], Any]
+
+ENCRYPTED = 0x80  # codec-byte flag: body = nonce (12) ‖ AEAD ciphertext of the compressed body
+NONCE_SIZE = 12
 
 
 class Frame(NamedTuple):
@@ -84,8 +91,15 @@ def decompress(codec: int, body: bytes | memoryview, raw_len: int) -> bytes:
         if codec == Codec.NONE:
             out = bytes(body)
         elif codec == Codec.ZSTD:
-            out = bytes(cramjam.zstd.decompress(body, output_len=raw_len))
+            # Preallocate only plausible sizes: a header claiming 64 GiB (it takes the key to
+            # forge one) must not make us allocate it; larger bodies grow as they decompress.
+            if raw_len <= PREALLOCATE_MAX:
+                out = bytes(cramjam.zstd.decompress(body, output_len=raw_len))
+            else:
+                out = bytes(cramjam.zstd.decompress(body))
         elif codec == Codec.LZ4:
+            if raw_len > 255 * len(body) + 16:  # beyond LZ4's maximum compression ratio
+                raise IntegrityError(f"lz4 body of {len(body)} bytes cannot hold {raw_len} bytes")
             out = bytes(cramjam.lz4.decompress_block(body, output_len=raw_len))
         else:
             raise FormatError(f"unknown codec {codec}")
@@ -106,11 +120,38 @@ def encode_frame(
     key: bytes,
     raw: bytes,
     codec: Codec = Codec.ZSTD,
+    aead: Any = None,
 ) -> bytes:
-    """Build a tagged frame for ``raw`` stored at ``db``/``key``."""
+    """Build a tagged (and, with ``aead``, encrypted) frame for ``raw`` at ``db``/``key``."""
     used, body = compress(raw, codec)
-    header = FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, rtype, used, key_id, len(raw))
+    if aead is None:
+        header = FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, rtype, used, key_id, len(raw))
+    else:
+        header = FRAME_HEADER.pack(
+            FRAME_MAGIC, FRAME_VERSION, rtype, used | ENCRYPTED, key_id, len(raw)
+        )
+        nonce = os.urandom(NONCE_SIZE)
+        body = nonce + aead.encrypt(nonce, body, _aad(header, db, key))
     return b"".join((header, body, _tag(mac, header, db, key, body)))
+
+
+def _aad(header: bytes, db: bytes, key: bytes) -> bytes:
+    return b"".join((header, _ADDR.pack(len(db)), db, _KEYLEN.pack(len(key)), key))
+
+
+def decrypt_body(aead: Any, frame: Frame, header: bytes, db: bytes, key: bytes) -> bytes:
+    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+
+    if aead is None:
+        raise IntegrityError(f"{_where(db, key)}: encrypted frame in a store without encryption")
+    body = frame.body
+    if len(body) < NONCE_SIZE + 16:
+        raise IntegrityError(f"{_where(db, key)}: encrypted body too short")
+    try:
+        plain: bytes = aead.decrypt(body[:NONCE_SIZE], body[NONCE_SIZE:], _aad(header, db, key))
+    except InvalidTag:
+        raise IntegrityError(f"{_where(db, key)}: decryption failed (tampered)") from None
+    return plain
 
 
 def parse_frame(macs: MacLookup, db: bytes, key: bytes, value: bytes | memoryview) -> Frame:
@@ -145,14 +186,21 @@ def decode_frame(
     key: bytes,
     value: bytes | memoryview,
     expect: RecordType | None = None,
+    aead: AeadLookup | None = None,
 ) -> bytes:
-    """Verify a frame at ``db``/``key`` and return its raw (decompressed) body."""
+    """Verify a frame at ``db``/``key`` and return its raw (decrypted, decompressed) body."""
     frame = parse_frame(macs, db, key, value)
     if expect is not None and frame.rtype != expect:
         raise IntegrityError(
             f"{_where(db, key)}: frame holds record type {frame.rtype}, expected {int(expect)}"
         )
-    return decompress(frame.codec, frame.body, frame.raw_len)
+    body = frame.body
+    if frame.codec & ENCRYPTED:
+        cipher = None if aead is None else aead(frame.key_id)
+        body = decrypt_body(cipher, frame, bytes(value[: FRAME_HEADER.size]), db, key)
+    elif aead is not None and aead(frame.key_id) is not None:
+        raise IntegrityError(f"{_where(db, key)}: unencrypted frame in an encrypted store")
+    return decompress(frame.codec & ~ENCRYPTED, body, frame.raw_len)
 
 
 # --- registry entries: a fixed struct with a truncated tag ---------------------------------------

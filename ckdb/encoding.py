@@ -44,10 +44,28 @@ def encode(value: object, path: str = "state") -> bytes:
     """Encode ``value``; on any unsupported value raise InvalidInput naming its path."""
     try:
         out: bytes = _packer().pack(value)
-    except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as err:
+    except (TypeError, ValueError, OverflowError, UnicodeEncodeError, RecursionError) as err:
         bad = find_unsupported(value, path)
         raise InvalidInput(bad or f"{path}: cannot encode: {err}") from None
+    # msgpack packs bytearray and memoryview as bin even with strict_types, so they would come
+    # back as bytes (a silent change). Only output with a bin marker can hold one: walk then.
+    if (b"\xc4" in out or b"\xc5" in out or b"\xc6" in out) and _has_buffer(value):
+        raise InvalidInput(find_unsupported(value, path) or f"{path}: unsupported buffer type")
     return out
+
+
+def _has_buffer(value: object) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is list:
+            stack.extend(item)  # type: ignore[arg-type]
+        elif kind is dict:
+            stack.extend(item.values())  # type: ignore[attr-defined]
+        elif kind is bytearray or kind is memoryview:
+            return True
+    return False
 
 
 def decode(data: bytes | memoryview) -> Any:
@@ -114,21 +132,33 @@ def find_unsupported(value: object, path: str = "state", depth: int = 0) -> str 
 
 
 def same(a: object, b: object) -> bool:
-    """Exact equality as ckdb promises it: types match, NaN equals NaN, -0.0 is not 0.0."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is float:
-        fa, fb = float(a), float(b)  # type: ignore[arg-type]
-        if math.isnan(fa):
-            return math.isnan(fb)
-        return fa == fb and math.copysign(1.0, fa) == math.copysign(1.0, fb)
-    if type(a) is list:
-        la, lb = list(a), list(b)  # type: ignore[call-overload]
-        return len(la) == len(lb) and all(same(x, y) for x, y in zip(la, lb, strict=True))
-    if type(a) is dict:
-        da: dict[object, object] = a
-        db: dict[object, object] = b  # type: ignore[assignment]
-        if list(da.keys()) != list(db.keys()):
+    """Exact equality as ckdb promises it: types match, NaN equals NaN, -0.0 is not 0.0, dict
+    order and keys (NaN keys included) match. Iterative: any nesting depth."""
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if type(x) is not type(y):
             return False
-        return all(same(da[k], db[k]) for k in da)
-    return a == b
+        if type(x) is float:
+            fx, fy = float(x), float(y)  # type: ignore[arg-type]
+            if math.isnan(fx) or math.isnan(fy):
+                if not (math.isnan(fx) and math.isnan(fy)):
+                    return False
+            elif fx != fy or math.copysign(1.0, fx) != math.copysign(1.0, fy):
+                return False
+        elif type(x) is list:
+            lx, ly = list(x), list(y)  # type: ignore[call-overload]
+            if len(lx) != len(ly):
+                return False
+            stack.extend(zip(lx, ly, strict=True))
+        elif type(x) is dict:
+            ix = list(x.items())
+            iy = list(y.items())  # type: ignore[attr-defined]
+            if len(ix) != len(iy):
+                return False
+            for (kx, vx), (ky, vy) in zip(ix, iy, strict=True):
+                stack.append((kx, ky))
+                stack.append((vx, vy))
+        elif x != y:
+            return False
+    return True

@@ -76,7 +76,8 @@ class WrongKey(CkdbError):
 
 
 class StoreFull(CkdbError):
-    """The disk cannot hold this write. Nothing was written."""
+    """The disk cannot hold this write. Nothing was written, unless the message says the outcome
+    is uncertain (the disk filled up while the commit itself was being synced)."""
 
     exit_code = 11
 

@@ -24,7 +24,7 @@ from attrs import frozen
 from ckdb import encoding, keys
 from ckdb._env import Txn, fsync_path
 from ckdb.chunks import decode_refs, encode_refs
-from ckdb.codec import _tag, decode_registry, encode_registry
+from ckdb.codec import ENCRYPTED, _tag, decode_frame, decode_registry, encode_frame, encode_registry
 from ckdb.errors import IntegrityError
 from ckdb.layout import (
     DB_CHECKPOINTS,
@@ -42,6 +42,8 @@ from ckdb.layout import (
     INFO_KEYCHECK,
     INFO_KEYRING,
     TAG_SIZE,
+    Codec,
+    RecordType,
 )
 
 if TYPE_CHECKING:
@@ -76,7 +78,9 @@ def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
         new_id = max(ring.data_keys) + 1
         data = dict(ring.data_keys)
         data[new_id] = secrets.token_bytes(32)
+        cipher = ring.cipher
         ring = keys.Keyring(data, new_id, ring.content_key)
+        ring.cipher = cipher
 
     def apply(txn: Txn) -> None:
         fmt = txn.get(DB_INFO, INFO_FORMAT)
@@ -119,6 +123,20 @@ def _retag_value(store: Store, db: bytes, key: bytes, value: bytes) -> bytes | N
     magic, version, rtype, codec, key_id, raw_len = FRAME_HEADER.unpack_from(value)
     if key_id == ring.active:
         return None
+    if codec & ENCRYPTED:
+        # The body is encrypted under the old key, with the header as associated data:
+        # decrypt, then encrypt anew under the active key.
+        raw = decode_frame(ring.mac, db, key, value, None, ring.aead)
+        return encode_frame(
+            ring.active_mac,
+            ring.active,
+            RecordType(rtype),
+            db,
+            key,
+            raw,
+            Codec(codec & ~ENCRYPTED),
+            ring.active_aead,
+        )
     from ckdb.codec import parse_frame  # noqa: PLC0415
 
     frame = parse_frame(ring.mac, db, key, value)  # verify under the old key first

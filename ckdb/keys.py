@@ -18,14 +18,16 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ckdb import encoding
 from ckdb.errors import FormatError, IntegrityError, InvalidInput, WrongKey
+from ckdb.layout import workflow_key
 
 KEY_FILE_NAME = "key"
 MIN_KEY_BYTES = 16
@@ -92,6 +94,34 @@ class Keyring:
         }
         self.active_mac = self._macs[active]
         self.content_mac = hmac.new(hkdf(content_key, b"content-id"), digestmod=hashlib.sha256)
+        self.cipher: str | None = None  # set by the store: "aes-gcm" or "chacha20-poly1305"
+        self._aeads: dict[int, Any] = {}
+        self._name_mac = hmac.new(hkdf(content_key, b"workflow-name"), digestmod=hashlib.sha256)
+
+    def aead(self, key_id: int) -> Any:
+        """The AEAD cipher for a key id in an encrypted store; None when not encrypted."""
+        if self.cipher is None:
+            return None
+        cipher = self._aeads.get(key_id)
+        if cipher is None:
+            self.mac(key_id)  # reloads the keyring for a key id added by another process
+            key = hkdf(self.data_keys[key_id], b"enc")
+            cipher = AESGCM(key) if self.cipher == "aes-gcm" else ChaCha20Poly1305(key)
+            self._aeads[key_id] = cipher
+        return cipher
+
+    @property
+    def active_aead(self) -> Any:
+        return self.aead(self.active)
+
+    def wf_key(self, workflow_id: str) -> bytes:
+        """The workflow's key prefix: length-prefixed UTF-8, or in an encrypted store a keyed
+        digest of the id (same length prefix scheme), so keys leak no names."""
+        if self.cipher is None:
+            return workflow_key(workflow_id)
+        h = self._name_mac.copy()
+        h.update(workflow_id.encode("utf-8"))
+        return b"\x20" + h.digest()
 
     #: Called on an unknown key id (another process may have rotated in a new data key): returns
     #: the store's current keyring, or None.
@@ -140,10 +170,23 @@ class Keyring:
             ) from None
         try:
             doc = encoding.decode(body)
-            keys = {int(k): bytes(v) for k, v in doc["keys"].items()}
-            return cls(keys, int(doc["active"]), bytes(doc["content"]))
-        except (FormatError, KeyError, TypeError, ValueError) as err:
+        except FormatError as err:
             raise IntegrityError(f"keyring record is malformed: {err}") from None
+        data = doc.get("keys") if type(doc) is dict else None
+        active = doc.get("active") if type(doc) is dict else None
+        content = doc.get("content") if type(doc) is dict else None
+        if (
+            type(data) is not dict
+            or not data
+            or any(
+                type(k) is not int or type(v) is not bytes or len(v) != 32 for k, v in data.items()
+            )
+            or type(active) is not int
+            or type(content) is not bytes
+            or len(content) != 32
+        ):
+            raise IntegrityError("keyring record is malformed")
+        return cls(data, active, content)
 
 
 def kek_for(master: bytes, uuid: bytes) -> bytes:

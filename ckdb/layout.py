@@ -50,7 +50,10 @@ FORMAT = struct.Struct(">8sHII16sQ")
 assert FORMAT.size == 42
 
 #: Feature bits a reader must understand to open the store at all.
-INCOMPAT_KNOWN = 0
+INCOMPAT_AES_GCM = 0x1  # every frame body encrypted with AES-256-GCM; workflow keys are digests
+INCOMPAT_CHACHA = 0x2  # the same with ChaCha20-Poly1305
+INCOMPAT_KNOWN = INCOMPAT_AES_GCM | INCOMPAT_CHACHA
+CIPHERS = {"aes-gcm": INCOMPAT_AES_GCM, "chacha20-poly1305": INCOMPAT_CHACHA}
 #: Feature bits a reader may ignore.
 COMPAT_KNOWN = 0
 

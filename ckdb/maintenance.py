@@ -196,7 +196,12 @@ class Monitor:
         try:
             doc: dict[str, Any] = encoding.decode(
                 decode_frame(
-                    self.store._keys.mac, DB_SETTINGS, MONITOR_LEASE_KEY, raw, RecordType.SETTING
+                    self.store._keys.mac,
+                    DB_SETTINGS,
+                    MONITOR_LEASE_KEY,
+                    raw,
+                    RecordType.SETTING,
+                    self.store._keys.aead,
                 )
             )
             return doc
@@ -225,6 +230,7 @@ class Monitor:
             MONITOR_LEASE_KEY,
             body,
             Codec.NONE,
+            keys.active_aead,
         )
         txn.put(DB_SETTINGS, MONITOR_LEASE_KEY, frame)
         return True

@@ -35,7 +35,10 @@ def _age(value: object) -> timedelta | None:
     if isinstance(value, timedelta):
         td = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        td = timedelta(days=value)
+        try:
+            td = timedelta(days=value)
+        except (ValueError, OverflowError):  # NaN, inf, or beyond timedelta's range
+            raise InvalidInput(f"an age must be a finite number of days, not {value!r}") from None
     else:
         raise InvalidInput(f"an age must be days (a number) or a timedelta, not {value!r}")
     if td < timedelta(0):

@@ -61,7 +61,6 @@ from ckdb.layout import (
     payload_key,
     prefix_end,
     registry_key,
-    workflow_key,
 )
 
 if TYPE_CHECKING:
@@ -146,7 +145,7 @@ class Scrubber:
         self.store = store
         self.env: Env = store._env
         self.keys = store._keys
-        self.wf_key = None if workflow_id is None else workflow_key(workflow_id)
+        self.wf_key = None if workflow_id is None else self.keys.wf_key(workflow_id)
         self.level = level
         self.repair = repair
         self.budget = _Budget(budget)
@@ -339,7 +338,7 @@ class Scrubber:
         reg_key = None
         with contextlib.suppress(IntegrityError, CkdbError):
             meta = self.store._read_meta(txn, cid)
-            candidate = registry_key(workflow_key(meta.workflow_id), meta.seq)
+            candidate = registry_key(self.keys.wf_key(meta.workflow_id), meta.seq)
             value = txn.get(DB_REGISTRY, candidate)
             if value is not None and bytes(value[:16]) == cid:
                 reg_key = candidate
@@ -410,10 +409,13 @@ class Scrubber:
                 if meta_raw is None:
                     return False
                 meta = self.store._parse_meta(
-                    cid, decode_frame(mac, DB_CHECKPOINTS, cid, meta_raw, RecordType.METADATA)
+                    cid,
+                    decode_frame(
+                        mac, DB_CHECKPOINTS, cid, meta_raw, RecordType.METADATA, self.keys.aead
+                    ),
                 )
                 records.append((DB_CHECKPOINTS, cid, bytes(meta_raw)))
-                reg_key = registry_key(workflow_key(meta.workflow_id), meta.seq)
+                reg_key = registry_key(self.keys.wf_key(meta.workflow_id), meta.seq)
                 reg_value = btxn.get(DB_REGISTRY, reg_key)
                 if reg_value is None:
                     return False
@@ -426,7 +428,9 @@ class Scrubber:
                     value = btxn.get(DB_PAYLOADS, key)
                     if value is None:
                         return False
-                    raw = decode_frame(mac, DB_PAYLOADS, key, value, RecordType(rtype_i))
+                    raw = decode_frame(
+                        mac, DB_PAYLOADS, key, value, RecordType(rtype_i), self.keys.aead
+                    )
                     records.append((DB_PAYLOADS, key, bytes(value)))
                     if rtype_i == RecordType.MANIFEST:
                         manifest = encoding.decode(raw)
@@ -435,7 +439,9 @@ class Scrubber:
                     value = btxn.get(DB_CHUNKS, chunk)
                     if value is None:
                         return False
-                    data = decode_frame(mac, DB_CHUNKS, chunk, value, RecordType.CHUNK)
+                    data = decode_frame(
+                        mac, DB_CHUNKS, chunk, value, RecordType.CHUNK, self.keys.aead
+                    )
                     from ckdb.chunks import content_id  # noqa: PLC0415
 
                     if content_id(self.keys, data) != chunk:
@@ -500,7 +506,7 @@ class Scrubber:
                     meta = self.store._read_meta(txn, rcid)
                 except IntegrityError:
                     continue  # reported by pass A
-                if registry_key(workflow_key(meta.workflow_id), meta.seq) != key:
+                if registry_key(self.keys.wf_key(meta.workflow_id), meta.seq) != key:
                     bad.append((key, "registry slot and metadata disagree", rcid))
         for key, problem, cid in bad:
             where = f"registry/{key.hex()}"
@@ -548,7 +554,7 @@ class Scrubber:
                 return "removed"
             # Intact metadata: rebuild the entry from it (the pinned flag is unknown: keep the
             # checkpoint pinned so that no retention deletes what may have been pinned).
-            good_key = registry_key(workflow_key(meta.workflow_id), meta.seq)
+            good_key = registry_key(self.keys.wf_key(meta.workflow_id), meta.seq)
             occupant = txn.get(DB_REGISTRY, good_key)
             if occupant is not None and bytes(occupant[:16]) != cid:
                 self.store._delete_in(txn, cid, None)
@@ -597,7 +603,14 @@ class Scrubber:
             for key, value in txn.range(DB_SETTINGS, LEASE_PREFIX, prefix_end(LEASE_PREFIX)):
                 try:
                     doc = encoding.decode(
-                        decode_frame(self.keys.mac, DB_SETTINGS, key, value, RecordType.SETTING)
+                        decode_frame(
+                            self.keys.mac,
+                            DB_SETTINGS,
+                            key,
+                            value,
+                            RecordType.SETTING,
+                            self.keys.aead,
+                        )
                     )
                     if int(doc.get("expires_us", 0)) < now:
                         expired_leases.append((bytes(key), "lease expired"))

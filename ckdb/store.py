@@ -34,7 +34,14 @@ from attrs import frozen
 
 from ckdb import encoding, keys
 from ckdb._env import DEFAULT_MAP_SIZE, Env, Txn, create_environment, fsync_path
-from ckdb.capture import Capture, capture_tree, file_state, manifest_chunks, reread_chunk
+from ckdb.capture import (
+    Capture,
+    capture_tree,
+    check_manifest,
+    file_state,
+    manifest_chunks,
+    reread_chunk,
+)
 from ckdb.chunks import LEASE_SECONDS, add_refs, content_id, lease_key, put_lease, release_refs
 from ckdb.codec import decode_frame, decode_registry, encode_frame, encode_registry, parse_frame
 from ckdb.errors import (
@@ -53,7 +60,7 @@ from ckdb.errors import (
 from ckdb.integrity import LEVELS, ValidationReport, validate
 from ckdb.keyrotation import RotationReport, finish_pending_key_file, retag, rotate
 from ckdb.layout import (
-    COMPAT_KNOWN,
+    CIPHERS,
     DB_CHECKPOINTS,
     DB_CHUNKS,
     DB_INFO,
@@ -84,7 +91,6 @@ from ckdb.layout import (
     prefix_end,
     registry_key,
     split_registry_key,
-    workflow_key,
 )
 from ckdb.maintenance import BackupReport, Monitor, backup
 from ckdb.pruning import AUTO_MAX, BATCH, delete_victims, registry_entries
@@ -120,13 +126,20 @@ _TYPE_NAMES = {
     RecordType.MANIFEST: "manifest",
 }
 _DIGEST_PART = struct.Struct(">BH")
+_MISSING = object()
+_PAYLOAD_TYPE_VALUES = frozenset(int(t) for t in _TYPE_NAMES)
 
 
 def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+MAX_TIME_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: the last datetime Python has
+
+
 def _dt(us: int) -> datetime:
+    if not 0 <= us <= MAX_TIME_US:
+        raise IntegrityError(f"timestamp {us} µs is out of range")
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
 
 
@@ -190,25 +203,65 @@ class _Meta:
 
     @classmethod
     def parse(cls, cid: bytes, raw: bytes) -> _Meta:
+        """Decode and type-check a metadata document: hostile fields are IntegrityErrors."""
+        where = f"checkpoint {id_to_text(cid)}: malformed metadata"
         try:
             doc = encoding.decode(raw)
-            meta = cls(
-                cid=bytes(doc["id"]),
-                workflow_id=str(doc["workflow_id"]),
-                phase=str(doc["phase"]),
-                kind=str(doc["kind"]),
-                name=None if doc["name"] is None else str(doc["name"]),
-                created_us=int(doc["created_at"]),
-                created_by=str(doc["created_by"]),
-                seq=int(doc["seq"]),
-                parent=None if doc["parent"] is None else bytes(doc["parent"]),
-                components=[list(c) for c in doc["components"]],
-                integrity=bytes(doc["integrity"]),
-            )
-        except (FormatError, KeyError, TypeError, ValueError) as err:
-            raise IntegrityError(
-                f"checkpoint {id_to_text(cid)}: malformed metadata: {err}"
-            ) from None
+        except FormatError as err:
+            raise IntegrityError(f"{where}: {err}") from None
+        if type(doc) is not dict:
+            raise IntegrityError(f"{where}: not a map")
+
+        def field(name: str, kinds: tuple[type, ...]) -> Any:
+            value = doc.get(name, _MISSING)
+            if type(value) not in kinds:
+                raise IntegrityError(f"{where}: field {name!r} is {type(value).__name__}")
+            return value
+
+        name_value = field("name", (str, type(None)))
+        parent = field("parent", (bytes, type(None)))
+        mid = field("id", (bytes,))
+        integrity = field("integrity", (bytes,))
+        seq = field("seq", (int,))
+        created = field("created_at", (int,))
+        comps = field("components", (list,))
+        components: list[list[Any]] = []
+        for comp in comps:
+            if (
+                type(comp) is not list
+                or len(comp) != 5
+                or type(comp[0]) is not int
+                or comp[0] not in _PAYLOAD_TYPE_VALUES
+                or type(comp[1]) is not str
+                or type(comp[2]) is not int
+                or type(comp[3]) is not int
+                or type(comp[4]) is not bytes
+                or len(comp[4]) != 32
+                or comp[2] < 0
+                or comp[3] < 0
+            ):
+                raise IntegrityError(f"{where}: malformed component entry")
+            components.append(comp)
+        if len(mid) != ID_SIZE or (parent is not None and len(parent) != ID_SIZE):
+            raise IntegrityError(f"{where}: malformed id")
+        if len(integrity) != 32 or seq < 1 or not 0 <= created <= MAX_TIME_US:
+            raise IntegrityError(f"{where}: field out of range")
+        kind = field("kind", (str,))
+        if kind not in KINDS:
+            raise IntegrityError(f"{where}: unknown kind {kind!r}")
+        meta = cls(
+            cid=mid,
+            workflow_id=field("workflow_id", (str,)),
+            phase=field("phase", (str,)),
+            kind=kind,
+            name=name_value,
+            created_us=created,
+            created_by=field("created_by", (str,)),
+            seq=seq,
+            parent=parent,
+            components=components,
+            integrity=integrity,
+        )
         if meta.cid != cid:
             raise IntegrityError(
                 f"checkpoint {id_to_text(cid)}: metadata belongs to {id_to_text(meta.cid)}"
@@ -259,11 +312,13 @@ def open(
     map_size: int | None = None,
     created_by: str | None = None,
     on_corruption: Callable[[Finding], object] | None = None,
+    encryption: str | None = None,
     _unsafe_nosync: bool = False,
 ) -> Store:
     """Open (or create) the store at ``path``. See :class:`Store`."""
     return Store(
         path,
+        encryption=encryption,
         key=key,
         key_file=key_file,
         readonly=readonly,
@@ -294,8 +349,13 @@ class Store:
         map_size: int | None = None,
         created_by: str | None = None,
         on_corruption: Callable[[Finding], object] | None = None,
+        encryption: str | None = None,
         _unsafe_nosync: bool = False,
     ) -> None:
+        if encryption is not None and encryption not in CIPHERS:
+            raise InvalidInput(
+                f"encryption must be None or one of {tuple(CIPHERS)}, not {encryption!r}"
+            )
         self._corruption_handlers: builtins.list[Callable[[Finding], object]] = []
         if on_corruption is not None:
             if not callable(on_corruption):
@@ -317,7 +377,6 @@ class Store:
         self._components: dict[str, tuple[Callable[[], Any] | None, Callable[[Any], None] | None]]
         self._components = {}
         self._components_lock = threading.Lock()
-        self._chunk_codec = Codec.ZSTD
         if key_file is None and key is None and os.environ.get("CKDB_KEY_FILE"):
             key_file = os.environ["CKDB_KEY_FILE"]
         if not (self.path / "data.mdb").exists():
@@ -325,7 +384,7 @@ class Store:
                 if not self.path.exists():
                     raise StoreNotFound(f"there is no store at {self.path}")
                 raise FormatError(f"{self.path} is not a ckdb store (no data.mdb)")
-            _create_store(self.path, key, key_file, map_size or DEFAULT_MAP_SIZE)
+            _create_store(self.path, key, key_file, map_size or DEFAULT_MAP_SIZE, encryption)
         size = map_size or DEFAULT_MAP_SIZE
         with contextlib.suppress(OSError):
             size = max(size, int(os.path.getsize(self.path / "data.mdb") * 1.5))
@@ -338,6 +397,11 @@ class Store:
         )
         try:
             self._uuid, self._keys = self._unlock(key, key_file)
+            if encryption is not None and encryption != self._keys.cipher:
+                raise InvalidInput(
+                    f"{self.path} exists with encryption={self._keys.cipher!r}; encryption is "
+                    "fixed when a store is created"
+                )
         except BaseException:
             self._env.close()
             raise
@@ -386,6 +450,7 @@ class Store:
         self._master = master
         ring_keys = keys.Keyring.unwrap(kek, uuid, ring)
         ring_keys.reload = self._reload_keyring
+        ring_keys.cipher = _cipher_of(fmt)
         return uuid, ring_keys
 
     def _reload_keyring(self) -> keys.Keyring | None:
@@ -395,7 +460,9 @@ class Store:
         if ring is None:
             return None
         try:
-            return keys.Keyring.unwrap(keys.kek_for(self._master, self._uuid), self._uuid, ring)
+            fresh = keys.Keyring.unwrap(keys.kek_for(self._master, self._uuid), self._uuid, ring)
+            fresh.cipher = self._keys.cipher
+            return fresh
         except IntegrityError:
             return None  # the master key changed under us: only a reopen with the new key helps
 
@@ -466,10 +533,19 @@ class Store:
     # -- frames ----------------------------------------------------------------------------------
 
     def _frame(self, rtype: RecordType, db: bytes, key: bytes, raw: bytes, codec: Codec) -> bytes:
-        return encode_frame(self._keys.active_mac, self._keys.active, rtype, db, key, raw, codec)
+        return encode_frame(
+            self._keys.active_mac,
+            self._keys.active,
+            rtype,
+            db,
+            key,
+            raw,
+            codec,
+            self._keys.active_aead,
+        )
 
     def _unframe(self, db: bytes, key: bytes, value: bytes, expect: RecordType) -> bytes:
-        return decode_frame(self._keys.mac, db, key, value, expect)
+        return decode_frame(self._keys.mac, db, key, value, expect, self._keys.aead)
 
     def _registry_value(self, key: bytes, cid: bytes, created_us: int, flags: int) -> bytes:
         return encode_registry(
@@ -528,8 +604,8 @@ class Store:
         with self._env.read() as txn:
             return txn.get(DB_CHUNKS, cid) is not None
 
-    def chunk_frame(self, cid: bytes, data: bytes | memoryview) -> bytes:
-        return self._frame(RecordType.CHUNK, DB_CHUNKS, cid, bytes(data), self._chunk_codec)
+    def chunk_frame(self, cid: bytes, data: bytes | memoryview, codec: Codec = Codec.ZSTD) -> bytes:
+        return self._frame(RecordType.CHUNK, DB_CHUNKS, cid, bytes(data), codec)
 
     def commit_ahead(self, lease_id: bytes, frames: dict[bytes, bytes], leased: set[bytes]) -> None:
         """Commit chunks ahead of a large checkpoint, protected by a lease until its commit."""
@@ -601,7 +677,7 @@ class Store:
         for pattern in [*(include or ()), *(exclude or ())]:
             if not isinstance(pattern, str):
                 raise InvalidInput(f"include/exclude patterns must be str, not {pattern!r}")
-        wf_key = workflow_key(workflow_id)
+        wf_key = self._keys.wf_key(workflow_id)
 
         # Gather the state: registered captures, then the explicit mapping on top.
         components: dict[str, Any] = {}
@@ -658,6 +734,7 @@ class Store:
                     exclude=exclude,
                     previous=previous,
                     progress=progress,
+                    codec=codec,
                 )
                 add(RecordType.MANIFEST, "files", cap.doc, "files")
 
@@ -680,9 +757,12 @@ class Store:
                 seq = max(seq, split_registry_key(last_key)[1] + 1)
                 break
             parent = None
-            for _key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-                parent = bytes(value[:16])
-                break
+            for reg_key_, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+                try:  # the newest entry that verifies (a damaged one names no parent)
+                    parent = decode_registry(self._keys.mac, reg_key_, value)[0]
+                    break
+                except IntegrityError:
+                    continue
             created_us = _now_us()
             meta_doc = {
                 "v": METADATA_VERSION,
@@ -780,7 +860,7 @@ class Store:
                             f"{os.fsdecode(cap.sources[chunk_id][0])} changed while it was being "
                             "captured; nothing was written, try again"
                         ) from None
-                    cap.pending[chunk_id] = self.chunk_frame(chunk_id, data)
+                    cap.pending[chunk_id] = self.chunk_frame(chunk_id, data, cap.codec)
         else:
             raise IntegrityError("chunks kept disappearing during the commit; nothing was written")
         if cap is not None and cap.warnings:
@@ -798,9 +878,9 @@ class Store:
         raw = txn.get(DB_WORKFLOWS, wf_key)
         if raw is None:
             return None
-        doc: dict[str, Any] = encoding.decode(
-            self._unframe(DB_WORKFLOWS, wf_key, raw, RecordType.WORKFLOW)
-        )
+        doc = encoding.decode(self._unframe(DB_WORKFLOWS, wf_key, raw, RecordType.WORKFLOW))
+        if type(doc) is not dict or type(doc.get("next_seq")) is not int:
+            raise IntegrityError(f"workflow record of {workflow_id!r} is malformed")
         if doc.get("id") != workflow_id:
             raise IntegrityError(f"workflow record of {workflow_id!r} names another id")
         return doc
@@ -825,12 +905,10 @@ class Store:
         if value is None:
             return None
         try:
-            doc: dict[str, Any] = encoding.decode(
-                self._unframe(DB_PAYLOADS, key, value, RecordType.MANIFEST)
-            )
+            doc = encoding.decode(self._unframe(DB_PAYLOADS, key, value, RecordType.MANIFEST))
         except FormatError as err:
             raise IntegrityError(f"checkpoint {id_to_text(cid)}: manifest: {err}") from None
-        return doc
+        return check_manifest(doc, id_to_text(cid))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -845,7 +923,7 @@ class Store:
 
     def _read_flags(self, txn: Txn, meta: _Meta) -> tuple[bytes, int]:
         """The registry entry of a checkpoint: (registry key, flags); IntegrityError if damaged."""
-        reg_key = registry_key(workflow_key(meta.workflow_id), meta.seq)
+        reg_key = registry_key(self._keys.wf_key(meta.workflow_id), meta.seq)
         value = txn.get(DB_REGISTRY, reg_key)
         if value is None:
             raise IntegrityError(f"checkpoint {id_to_text(meta.cid)} has no registry entry")
@@ -898,7 +976,7 @@ class Store:
                 elif rtype is RecordType.DEPENDENCIES:
                     dependencies = obj
                 elif rtype is RecordType.MANIFEST:
-                    manifest = obj
+                    manifest = check_manifest(obj, id_to_text(cid))
         ck = Checkpoint(
             info=meta.info(flags),
             state=state,
@@ -1051,16 +1129,23 @@ class Store:
                 skipped.append((info.id, str(err)))
                 self._mark_quietly(info.id, str(err))
                 continue
-            result = self._restore_loaded(
-                ck,
-                manifest,
-                target,
-                restore_files,
-                restore_resources,
-                verify,
-                delete_extra,
-                progress,
-            )
+            try:
+                result = self._restore_loaded(
+                    ck,
+                    manifest,
+                    target,
+                    restore_files,
+                    restore_resources,
+                    verify,
+                    delete_extra,
+                    progress,
+                )
+            except IntegrityError as err:
+                # Damage the validation level did not read (a chunk, at "standard"): mark this
+                # one and fall back to the previous checkpoint, which rewrites what was written.
+                skipped.append((info.id, str(err)))
+                self._mark_quietly(info.id, str(err))
+                continue
             return attrs.evolve(result, skipped_checkpoints=tuple(skipped))
         if not skipped:
             raise WorkflowNotFound(f"workflow {workflow_id!r} has no checkpoints")
@@ -1123,7 +1208,7 @@ class Store:
             if len(cid) != ID_SIZE:  # a truncated entry: there is no id to look up
                 raise IntegrityError("registry entry too short to name a checkpoint")
             meta = self._read_meta(txn, cid)
-            if registry_key(workflow_key(meta.workflow_id), meta.seq) != reg_key:
+            if registry_key(self._keys.wf_key(meta.workflow_id), meta.seq) != reg_key:
                 raise IntegrityError("registry slot and metadata disagree")
         except CheckpointNotFound:
             meta = None
@@ -1172,7 +1257,7 @@ class Store:
         with self._env.read() as txn:
             if workflow_id is not None:
                 entries: Iterator[tuple[bytes, bytes]] = txn.prefix(
-                    DB_REGISTRY, workflow_key(workflow_id), reverse=True
+                    DB_REGISTRY, self._keys.wf_key(workflow_id), reverse=True
                 )
             else:
                 # Newest first across workflows: order by created_at from the registry, then id.
@@ -1204,7 +1289,9 @@ class Store:
         verify. None if there is none."""
         check_name(workflow_id, "workflow_id")
         with self._env.read() as txn:
-            for reg_key, value in txn.prefix(DB_REGISTRY, workflow_key(workflow_id), reverse=True):
+            for reg_key, value in txn.prefix(
+                DB_REGISTRY, self._keys.wf_key(workflow_id), reverse=True
+            ):
                 try:
                     cid, _created, flags = decode_registry(self._keys.mac, reg_key, value)
                     if flags & FLAG_MARKED:
@@ -1237,7 +1324,7 @@ class Store:
         except IntegrityError:
             meta = None
         if meta is not None:
-            reg_key = registry_key(workflow_key(meta.workflow_id), meta.seq)
+            reg_key = registry_key(self._keys.wf_key(meta.workflow_id), meta.seq)
             value = txn.get(DB_REGISTRY, reg_key)
             if value is not None and bytes(value[:16]) == cid:
                 return reg_key, meta
@@ -1273,7 +1360,7 @@ class Store:
     def delete_workflow(self, workflow_id: str) -> int:
         """Delete a workflow and all its checkpoints in one transaction; returns how many."""
         check_name(workflow_id, "workflow_id")
-        wf_key = workflow_key(workflow_id)
+        wf_key = self._keys.wf_key(workflow_id)
 
         def apply(txn: Txn) -> int:
             entries = list(txn.prefix(DB_REGISTRY, wf_key))
@@ -1402,7 +1489,7 @@ class Store:
         retention for it. An unknown policy name is an InvalidInput and changes nothing."""
         check_name(workflow_id, "workflow_id")
         resolved = None if policy is None else resolve_policy(policy)
-        key = _RETENTION_PREFIX + workflow_key(workflow_id)
+        key = _RETENTION_PREFIX + self._keys.wf_key(workflow_id)
         body = encoding.encode({"policy": None if resolved is None else resolved.to_doc()})
         frame = self._frame(RecordType.SETTING, DB_SETTINGS, key, body, Codec.NONE)
         self._env.write(lambda txn: txn.put(DB_SETTINGS, key, frame))
@@ -1411,7 +1498,7 @@ class Store:
         """The policy that applies to a workflow (its own, else the store's default)."""
         check_name(workflow_id, "workflow_id")
         with self._env.read() as txn:
-            return self._policy_in(txn, workflow_key(workflow_id))
+            return self._policy_in(txn, self._keys.wf_key(workflow_id))
 
     def _policy_in(self, txn: Txn, wf_key: bytes) -> RetentionPolicy | None:
         key = _RETENTION_PREFIX + wf_key
@@ -1453,7 +1540,7 @@ class Store:
         skipped: builtins.list[str] = []
         now_us = int(now.timestamp() * 1_000_000)
         for name in names:
-            wf_key = workflow_key(name)
+            wf_key = self._keys.wf_key(name)
             with self._env.read() as txn:
                 entries = registry_entries(self, txn, wf_key)
                 wf_policy = override or self._policy_in(txn, wf_key)
@@ -1555,8 +1642,20 @@ def _resolve_key(path: Path, key: bytes | None, key_file: str | os.PathLike[str]
     return keys.read_key_file(default)
 
 
+def _cipher_of(fmt: bytes) -> str | None:
+    incompat = FORMAT.unpack(fmt)[2]
+    for name, flag in CIPHERS.items():
+        if incompat & flag:
+            return name
+    return None
+
+
 def _create_store(
-    path: Path, key: bytes | None, key_file: str | os.PathLike[str] | None, map_size: int
+    path: Path,
+    key: bytes | None,
+    key_file: str | os.PathLike[str] | None,
+    map_size: int,
+    encryption: str | None = None,
 ) -> None:
     """Create a store atomically: build it in a temporary sibling directory, fsync, rename into
     place, fsync the parent. A crash at any point leaves either no store or a complete one (plus,
@@ -1583,9 +1682,8 @@ def _create_store(
             if key_file is not None:
                 fsync_path(target.absolute().parent, directory=True)
         uuid = secrets.token_bytes(16)
-        fmt = FORMAT.pack(
-            STORE_MAGIC, FORMAT_VERSION, INCOMPAT_KNOWN, COMPAT_KNOWN, uuid, _now_us()
-        )
+        incompat = 0 if encryption is None else CIPHERS[encryption]
+        fmt = FORMAT.pack(STORE_MAGIC, FORMAT_VERSION, incompat, 0, uuid, _now_us())
         kek = keys.kek_for(master, uuid)
         ring = keys.Keyring.generate()
 

@@ -1,23 +1,56 @@
 """ckdb writer / checker processes for the power-loss crash rounds.
 
-writer:  python ckdb_worker.py write STORE --n N --seed S [--unsafe-nosync]
-         ``with ckdb.open(STORE) as s:`` then a seeded stream of create/delete.
-         Output lines (flushed): ``OPENED`` once open returned; ``TRY <json>``
-         before and ``ACK <json>`` after each call returned.  json = {"op":
-         "create", "wf", "phase", "state", "id" (ACK only)} or {"op": "delete", "id"}.
+writer:  python ckdb_worker.py write STORE --workdir DIR --n N --seed S [--unsafe-nosync]
+         ``with ckdb.open(STORE, retention=None) as s:`` then a seeded stream of operations.
+         Output lines (flushed): ``OPENED`` once open returned; ``TRY <json>`` before and
+         ``ACK <json>`` after each call returned; ``DONE`` at the end.  Operations:
+
+         - ``setret``  ``store.set_retention("wf-ret", RetentionPolicy(max_checkpoints=3))``
+           (always the first operation; wf-ret is only written after its ACK);
+         - ``create``  {"wf", "phase", "kind", "state", "files"}: ``files`` is the digest map
+           {relative path: sha256 hex} of DIR when the create captures it (workflow
+           ``wf-files``; DIR is mutated before each such create), else null.  ACK adds ``id``;
+           for wf-ret also ``listed`` (``store.list("wf-ret")`` ids after the call, newest
+           first) and ``gone`` (ids the previous listing had: deleted by retention);
+         - ``delete``  {"id"};
+         - ``prune``   {"wf" (null: every workflow), "max" (explicit count policy, null: each
+           workflow's own), "plan" (ids a dry run planned to delete)}; ACK adds ``deleted``
+           and, when wf-ret was involved, ``listed`` / ``gone``;
+         - ``backup``  {"dest"}: ``store.backup(<store's parent>/dest)``; ACK adds ``ids``
+           (every checkpoint the store held); when the store has ``backup``;
+         - ``rotate``  {"new_data_key"}: ``store.rotate_key(new_data_key=...)`` (a new master
+           key in the store's own key file); when the store has ``rotate_key``.
+
+         DIR lives outside the power-loss mount: it is the agent's input, not the store.
+         A call that raised is followed by ``FAIL {"error": ...}`` (tests/test_faults.py).
 checker: python ckdb_worker.py check STORE --log FILE
-         Opens STORE (create=False) and prints one JSON verdict line.
+         Opens STORE (create=False) and prints one JSON verdict line: lmdb structural
+         verification, every acknowledged create present with its exact state (and files,
+         restored byte-for-byte), every acknowledged delete still deleted, every visible
+         checkpoint whole (loads, validates "comprehensive", was attempted with exactly this
+         state), wf-ret exactly as the writer last listed it (or with the one in-flight
+         create applied), nothing retention deleted reappearing, every acknowledged backup
+         opening and holding exactly what the store held, and ``store.scrub()`` clean when the
+         store has it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
+
+RET_WF = "wf-ret"
+RET_MAX = 3
+FILES_WF = "wf-files"
+PLAIN_WFS = ("wf0", "wf1")
 
 
 def state_for(rnd: random.Random, i: int) -> dict:
@@ -29,37 +62,154 @@ def state_for(rnd: random.Random, i: int) -> dict:
     }
 
 
+def digest_map(root: str | os.PathLike) -> dict[str, str]:
+    """{relative path: sha256 hex} of every regular file under root."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def mutate(rnd: random.Random, root: Path) -> None:
+    """A few seeded edits of the working directory: add, overwrite (often same size, to
+    defeat size+mtime change detection), delete, nested paths, empty and multi-sector files."""
+    existing = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    for _ in range(rnd.randint(1, 3)):
+        r = rnd.random()
+        if existing and r < 0.35:
+            rel = rnd.choice(existing)
+            size = (root / rel).stat().st_size if rnd.random() < 0.6 else rnd.choice([1, 700, 9000])
+            (root / rel).write_bytes(rnd.randbytes(size))
+        elif existing and r < 0.5:
+            rel = existing.pop(rnd.randrange(len(existing)))
+            (root / rel).unlink()
+        else:
+            sub = rnd.choice(["", "", "src", "src/deep"])
+            rel = os.path.join(sub, f"f{rnd.randrange(40)}.bin")
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(rnd.randbytes(rnd.choice([0, 5, 700, 4096, 9000, 70000])))
+            existing.append(rel)
+
+
 def write(a) -> int:
     import ckdb
+    from ckdb.retention import RetentionPolicy
 
     rnd = random.Random(a.seed)
     out = sys.stdout
+    workdir = Path(a.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
 
     def emit(tag, obj=None):
         out.write(tag + ("" if obj is None else " " + json.dumps(obj, sort_keys=True)) + "\n")
         out.flush()
 
     try:
-        kw: dict[str, object] = {"retention": None}  # every acknowledged create must stay
+        # No store-wide automatic retention: every acknowledged create outside wf-ret must stay
+        # until the writer deletes or prunes it.
+        kw: dict[str, object] = {"retention": None}
         if a.unsafe_nosync:
             kw["_unsafe_nosync"] = True
         with ckdb.open(a.store, **kw) as s:
             emit("OPENED")
-            live: list[str] = []
+            op = {"op": "setret", "wf": RET_WF, "max": RET_MAX}
+            emit("TRY", op)
+            s.set_retention(RET_WF, RetentionPolicy(max_checkpoints=RET_MAX))
+            emit("ACK", op)
+            live: dict[str, list[str]] = {w: [] for w in (*PLAIN_WFS, FILES_WF)}
+            ret_listed: list[str] = []
+
+            def ret_listing() -> dict:
+                nonlocal ret_listed
+                now = [i.id for i in s.list(RET_WF)]
+                gone = [c for c in ret_listed if c not in now]
+                ret_listed = now
+                return {"listed": now, "gone": gone}
+
             for i in range(a.n):
-                if live and rnd.random() < 0.3:
-                    cid = live.pop(rnd.randrange(len(live)))
+                r = rnd.random()
+                deletable = [c for w in live for c in live[w]]
+                if deletable and r < 0.18:
+                    cid = rnd.choice(deletable)
+                    for ids in live.values():
+                        if cid in ids:
+                            ids.remove(cid)
                     op = {"op": "delete", "id": cid}
                     emit("TRY", op)
                     s.delete(cid)
                     emit("ACK", op)
-                else:
-                    wf = f"wf{rnd.randrange(3)}"
-                    op = {"op": "create", "wf": wf, "phase": f"ph{i}", "state": state_for(rnd, i)}
+                elif r < 0.28:
+                    # explicit prune: a plain workflow under a count policy, wf-ret under its
+                    # own policy, or every workflow under its own (only wf-ret has one)
+                    which = rnd.choice([*PLAIN_WFS, RET_WF, None])
+                    pol = (
+                        RetentionPolicy(max_checkpoints=rnd.randint(1, 3))
+                        if (which in PLAIN_WFS)
+                        else None
+                    )
+                    plan = s.prune(which, pol, dry_run=True).planned
+                    op = {
+                        "op": "prune",
+                        "wf": which,
+                        "max": None if pol is None else pol.max_checkpoints,
+                        "plan": list(plan),
+                    }
                     emit("TRY", op)
-                    info = s.create(wf, op["phase"], state=op["state"])
-                    live.append(info.id)
-                    emit("ACK", {**op, "id": info.id})
+                    res = s.prune(which, pol)
+                    for ids in live.values():
+                        ids[:] = [c for c in ids if c not in res.deleted]
+                    ack = {**op, "deleted": list(res.deleted)}
+                    if which in (RET_WF, None):
+                        ack.update(ret_listing())
+                    emit("ACK", ack)
+                elif r < 0.32 and hasattr(s, "backup"):
+                    # a hot backup next to the store (on the same power-loss mount)
+                    ids = sorted(i.id for i in s.list())
+                    op = {"op": "backup", "dest": f"backup-{i}"}
+                    emit("TRY", op)
+                    s.backup(Path(a.store).parent / op["dest"])
+                    emit("ACK", {**op, "ids": ids})
+                elif r < 0.36 and hasattr(s, "rotate_key"):
+                    # a new master key in the store's own key file; sometimes a new data key too
+                    op = {"op": "rotate", "new_data_key": rnd.random() < 0.5}
+                    emit("TRY", op)
+                    s.rotate_key(new_data_key=op["new_data_key"])
+                    emit("ACK", op)
+                else:
+                    wf = rnd.choice([*PLAIN_WFS, FILES_WF, RET_WF])
+                    kind = "manual" if wf in PLAIN_WFS and rnd.random() < 0.2 else "automatic"
+                    files = None
+                    if wf == FILES_WF:
+                        mutate(rnd, workdir)
+                        files = digest_map(workdir)
+                    op = {
+                        "op": "create",
+                        "wf": wf,
+                        "phase": f"ph{i}",
+                        "kind": kind,
+                        "state": state_for(rnd, i),
+                        "files": files,
+                    }
+                    emit("TRY", op)
+                    info = s.create(
+                        wf,
+                        op["phase"],
+                        state=op["state"],
+                        kind=kind,
+                        name=f"m{i}" if kind == "manual" else None,
+                        files=workdir if wf == FILES_WF else None,
+                    )
+                    ack = {**op, "id": info.id}
+                    if wf == RET_WF:
+                        ack.update(ret_listing())
+                    else:
+                        live[wf].append(info.id)
+                    emit("ACK", ack)
     except BaseException as e:  # noqa: BLE001 - report anything, then die without cleanup
         emit("ERR", {"error": f"{type(e).__name__}: {e}"})
         os._exit(3)
@@ -67,19 +217,24 @@ def write(a) -> int:
     return 0
 
 
-def check(a) -> int:
-    import ckdb
-
-    tries, acks, opened = [], [], False
-    for ln in Path(a.log).read_text().split("\n"):
+def _read_log(path: str) -> tuple[bool, list[tuple[str, dict]]]:
+    opened, events = False, []
+    for ln in Path(path).read_text().split("\n"):
         tag, _, payload = ln.partition(" ")
         if tag == "OPENED":
             opened = True
-        elif tag == "TRY":
-            tries.append(json.loads(payload))
-        elif tag == "ACK":
-            acks.append(json.loads(payload))
-    res = {
+        elif tag in ("TRY", "ACK", "FAIL"):
+            events.append((tag, json.loads(payload)))
+    return opened, events
+
+
+def check(a) -> int:  # noqa: PLR0912, PLR0915 - one linear list of checks reads best
+    import ckdb
+
+    opened, events = _read_log(a.log)
+    tries = [op for tag, op in events if tag == "TRY"]
+    acks = [op for tag, op in events if tag == "ACK"]
+    res: dict = {
         "store_acked": opened,
         "store_present": False,
         "opened": False,
@@ -87,11 +242,23 @@ def check(a) -> int:
         "structural": [],
         "lost_creates": [],
         "wrong_state": [],
+        "wrong_files": [],
         "resurrected": [],
         "unexpected_listed": [],
+        "half_visible": [],
+        "invalid": [],
+        "latest_wrong": [],
+        "ret_violations": [],
+        "claimed_unwritten": [],
+        "backup_problems": [],
+        "scrub": None,
         "n_acked": len(acks),
         "n_creates_checked": 0,
+        "n_files_checked": 0,
         "n_deletes_checked": 0,
+        "n_ret_checked": 0,
+        "n_visible_checked": 0,
+        "n_backups_checked": 0,
     }
     store = a.store
     if not os.path.exists(os.path.join(store, "data.mdb")):
@@ -106,44 +273,199 @@ def check(a) -> int:
         res["structural"] = structural_check(Path(store))
     except ImportError:
         pass
+
+    # What the log says.  A TRY without its ACK is in doubt: a commit whose final sync failed
+    # (or whose ACK line was never printed) may or may not be durable.
+    tried_by_key = {(op["wf"], op["phase"]): op for op in tries if op["op"] == "create"}
+    acked_deleted: set[str] = set()
+    for op in acks:
+        if op["op"] == "delete":
+            acked_deleted.add(op["id"])
+        elif op["op"] == "prune":
+            acked_deleted.update(op["deleted"])
+    # in flight: a TRY not followed by its ACK (the writer died, or the call raised: FAIL)
+    pending = [
+        op
+        for k, (tag, op) in enumerate(events)
+        if tag == "TRY" and (k + 1 == len(events) or events[k + 1][0] != "ACK")
+    ]
+    # a call that raised saying "nothing was written" (and not "uncertain") must have no effect
+    unwritten = [
+        events[k - 1][1]
+        for k, (tag, op) in enumerate(events)
+        if tag == "FAIL"
+        and k > 0
+        and events[k - 1][0] == "TRY"
+        and "nothing was written" in op.get("error", "")
+        and "uncertain" not in op.get("error", "")
+    ]
+    in_doubt: set[str] = set()
+    for op in pending:
+        if op["op"] == "delete":
+            in_doubt.add(op["id"])
+        elif op["op"] == "prune":
+            in_doubt.update(op["plan"])
+    ret_acks = [op for op in acks if "listed" in op]
+    ret_gone = {c for op in ret_acks for c in op["gone"]}
+    ret_last = ret_acks[-1]["listed"] if ret_acks else []
+
+    scratch = tempfile.mkdtemp(prefix="ckdb-check-")
     try:
         with ckdb.open(store, create=False) as s:
             res["opened"] = True
-            # a delete that was attempted but not acknowledged is in doubt: a commit
-            # whose final sync failed may still be durable, so either outcome is fine
-            delete_tried = {op["id"] for op in tries if op["op"] == "delete"}
-            res["in_doubt_deletes"] = len(
-                delete_tried - {op["id"] for op in acks if op["op"] == "delete"}
-            )
+
+            files_checked: set[str] = set()
+
+            def files_ok(cid: str, expected: dict) -> bool:
+                target = os.path.join(scratch, cid)
+                rep = s.restore(cid, target_dir=target)
+                got = digest_map(target)
+                shutil.rmtree(target, ignore_errors=True)
+                res["n_files_checked"] += 1
+                files_checked.add(cid)
+                return rep.ok and got == expected
+
+            # 1. every acknowledged create outside wf-ret present, exact state and files
             for op in acks:
-                if op["op"] == "create":
-                    if op["id"] in delete_tried:
-                        continue
-                    res["n_creates_checked"] += 1
+                if op["op"] != "create" or op["wf"] == RET_WF:
+                    continue
+                if op["id"] in acked_deleted or op["id"] in in_doubt:
+                    continue
+                res["n_creates_checked"] += 1
+                try:
+                    cp = s.load(op["id"])
+                except ckdb.CheckpointNotFound:
+                    res["lost_creates"].append(op["id"])
+                    continue
+                except ckdb.CkdbError as e:
+                    res["half_visible"].append([op["id"], f"{type(e).__name__}: {e}"])
+                    continue
+                if cp.state != op["state"]:
+                    res["wrong_state"].append(op["id"])
+                if op["files"] is not None and not files_ok(op["id"], op["files"]):
+                    res["wrong_files"].append(op["id"])
+
+            # 2. every acknowledged delete (explicit or by prune) still deleted
+            for cid in sorted(acked_deleted):
+                res["n_deletes_checked"] += 1
+                try:
+                    s.load(cid)
+                    res["resurrected"].append(cid)
+                except ckdb.CheckpointNotFound:
+                    pass
+                except ckdb.CkdbError as e:
+                    res["resurrected"].append(f"{cid} ({type(e).__name__}: {e})")
+
+            # 3. every visible checkpoint whole, and attempted with exactly this content
+            visible = s.list()
+            acked_ids = {op["id"]: op for op in acks if op["op"] == "create"}
+            acked_keys = {(op["wf"], op["phase"]) for op in acked_ids.values()}
+            for info in visible:
+                res["n_visible_checked"] += 1
+                key = (info.workflow_id, info.phase)
+                op = tried_by_key.get(key)
+                if op is None or (info.id not in acked_ids and key in acked_keys):
+                    # never attempted, or a second copy of an acknowledged create
+                    res["unexpected_listed"].append(info.id)
+                    continue
+                if info.status != "valid":
+                    res["half_visible"].append([info.id, f"status {info.status}"])
+                    continue
+                try:
+                    cp = s.load(info.id)
+                except ckdb.CkdbError as e:
+                    res["half_visible"].append([info.id, f"{type(e).__name__}: {e}"])
+                    continue
+                if cp.state != op["state"]:
+                    res["wrong_state"].append(info.id)
+                rep = s.validate(info.id, "comprehensive")
+                if not rep.ok:
+                    res["invalid"].append([info.id, list(rep.findings)[:3]])
+                if (
+                    op["files"] is not None
+                    and info.id not in files_checked
+                    and not files_ok(info.id, op["files"])
+                ):
+                    res["wrong_files"].append(info.id)
+            for wf in sorted({i.workflow_id for i in visible}):
+                newest = s.list(wf, limit=1)
+                latest = s.latest(wf)
+                if latest is None or not newest or latest.id != newest[0].id:
+                    res["latest_wrong"].append(wf)
+
+            # 4. retention results monotonic: wf-ret is exactly what the writer last listed,
+            #    or that plus the in-flight create with retention applied
+            present = [i.id for i in s.list(RET_WF)]
+            res["n_ret_checked"] = len(ret_acks)
+            back = sorted(set(present) & ret_gone)
+            if back:
+                res["ret_violations"].append(f"deleted by retention, back after the cut: {back}")
+            if ret_last and ret_last[0] not in present:
+                res["ret_violations"].append(f"newest acknowledged {ret_last[0]} missing")
+            allowed = [ret_last]
+            for op in pending:
+                if op["op"] == "create" and op["wf"] == RET_WF:
+                    new = [i.id for i in s.list(RET_WF) if i.phase == op["phase"]]
+                    if new:
+                        allowed.append(new + ret_last[: RET_MAX - 1])
+            if not any(sorted(present) == sorted(opt) for opt in allowed):
+                res["ret_violations"].append(f"wf-ret holds {present}, expected one of {allowed}")
+
+            # 5. "nothing was written" is true
+            for op in unwritten:
+                if op["op"] == "create" and any(
+                    i.workflow_id == op["wf"] and i.phase == op["phase"] for i in visible
+                ):
+                    res["claimed_unwritten"].append(f"create {op['wf']}/{op['phase']} visible")
+                elif op["op"] == "delete":
                     try:
-                        cp = s.load(op["id"])
+                        s.get_info(op["id"])
                     except ckdb.CheckpointNotFound:
-                        res["lost_creates"].append(op["id"])
-                        continue
-                    if cp.state != op["state"]:
-                        res["wrong_state"].append(op["id"])
-                else:
-                    res["n_deletes_checked"] += 1
-                    try:
-                        s.load(op["id"])
-                        res["resurrected"].append(op["id"])
-                    except ckdb.CheckpointNotFound:
-                        pass
-            attempted = {(op["wf"], op["phase"]) for op in tries if op["op"] == "create"}
-            for wf in sorted({w for w, _ in attempted}):
-                for info in s.list(wf):
-                    if (info.workflow_id, info.phase) not in attempted:
-                        res["unexpected_listed"].append(info.id)
+                        res["claimed_unwritten"].append(f"delete {op['id']} took effect")
+
+            # 6. every acknowledged backup opens and holds exactly what the store held
+            for op in acks:
+                if op["op"] != "backup":
+                    continue
+                res["n_backups_checked"] += 1
+                problem = _check_backup(ckdb, Path(store).parent / op["dest"], op["ids"], acks)
+                if problem:
+                    res["backup_problems"].append(f"{op['dest']}: {problem}")
+
+            # 7. the store's own scrub, once it exists
+            if hasattr(s, "scrub"):
+                rep = s.scrub()
+                res["scrub"] = {"ok": rep.ok, "findings": [str(f) for f in rep.findings][:5]}
     except Exception as e:  # noqa: BLE001
         res["error"] = f"{type(e).__name__}: {e}"
         res["traceback"] = traceback.format_exc()[-2000:]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(res))
     return 0
+
+
+def _check_backup(ckdb, path: Path, ids: list[str], acks: list[dict]) -> str | None:
+    """None if the backup at path verifies and holds exactly ``ids`` with their states."""
+    from ckdb._env import structural_check
+
+    if not (path / "data.mdb").exists():
+        return "missing although backup() returned"
+    problems = structural_check(path)
+    if problems:
+        return f"structural: {problems[:3]}"
+    states = {op["id"]: op["state"] for op in acks if op["op"] == "create"}
+    try:
+        with ckdb.open(path, create=False, retention=None) as b:
+            held = sorted(i.id for i in b.list())
+            if held != ids:
+                return f"holds {len(held)} checkpoints, the store held {len(ids)}"
+            for cid in ids:
+                if b.load(cid).state != states.get(cid):
+                    return f"{cid}: wrong state"
+    except ckdb.CkdbError as e:
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def main(argv=None) -> int:
@@ -153,8 +475,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--unsafe-nosync", action="store_true")
+    ap.add_argument("--workdir")
     ap.add_argument("--log")
     a = ap.parse_args(argv)
+    if a.mode == "write" and not a.workdir:
+        ap.error("write needs --workdir")
     return write(a) if a.mode == "write" else check(a)
 
 

@@ -442,6 +442,24 @@ class Env:
             except lmdb.Error as err:
                 raise translate(err, "cannot adopt the map size") from None
 
+    def ensure_db(self, name: bytes) -> None:
+        """Open (creating if missing) an extra named sub-database, e.g. an integration's own.
+        Transactions then address it by ``name`` like the built-in ones."""
+        self.check()
+        if name in self._dbs:
+            return
+        if not name or len(name) > 64 or name in (b"data", b"lock"):
+            raise StorageError(f"invalid sub-database name {name!r}")
+        with self._write_lock, self._gate.exclusive():
+            try:
+                self._dbs[name] = self._env.open_db(name, create=not self.readonly)
+            except lmdb.NotFoundError:
+                raise StorageError(
+                    f"sub-database {name!r} does not exist (read-only store)"
+                ) from None
+            except lmdb.Error as err:
+                raise translate(err, f"cannot open sub-database {name!r}") from None
+
     # -- copies ----------------------------------------------------------------------------------
 
     def copy_to(self, dest: Path, *, compact: bool = True) -> None:

@@ -1538,7 +1538,10 @@ class Store:
         plans: builtins.list[RetentionPlan] = []
         deleted: builtins.list[str] = []
         skipped: builtins.list[str] = []
-        now_us = int(now.timestamp() * 1_000_000)
+        # Plan every workflow first (from one snapshot each), then delete in transactions of at
+        # most BATCH checkpoints that may span workflows: 1,000 small workflows cost a few
+        # commits, not 1,000. Leases use the real clock, never the caller's ``now``.
+        work: builtins.list[tuple[bytes, int, str]] = []
         for name in names:
             wf_key = self._keys.wf_key(name)
             with self._env.read() as txn:
@@ -1548,17 +1551,23 @@ class Store:
                 continue
             planned = plan_retention(entries, wf_policy, now, workflow_id=name)
             plans.append(planned)
-            if dry_run or not planned.delete:
-                continue
             by_id = {e.id: e.seq for e in entries}
-            victims = [(by_id[i], i) for i in planned.delete]
-            for start in range(0, len(victims), BATCH):
-                batch = victims[start : start + BATCH]
+            work.extend((wf_key, by_id[i], i) for i in planned.delete)
+        if not dry_run:
+            for start in range(0, len(work), BATCH):
+                batch = work[start : start + BATCH]
 
-                def apply(
-                    txn: Txn, batch: builtins.list[tuple[int, str]] = batch, wf_key: bytes = wf_key
-                ) -> Any:
-                    return delete_victims(self, txn, wf_key, batch, now_us)
+                def apply(txn: Txn, batch: builtins.list[tuple[bytes, int, str]] = batch) -> Any:
+                    done: builtins.list[str] = []
+                    passed: builtins.list[str] = []
+                    groups: dict[bytes, builtins.list[tuple[int, str]]] = {}
+                    for wf_key, seq, text_id in batch:
+                        groups.setdefault(wf_key, []).append((seq, text_id))
+                    for wf_key, victims in groups.items():
+                        d, p = delete_victims(self, txn, wf_key, victims, _now_us())
+                        done.extend(d)
+                        passed.extend(p)
+                    return done, passed
 
                 done, passed = self._env.write(apply)
                 deleted.extend(done)

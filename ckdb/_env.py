@@ -22,7 +22,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import lmdb
 
@@ -124,6 +124,24 @@ def fsync_path(path: Path, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+MAX_GROUP = 64  # callers per group commit
+
+
+class _Handled(Exception):
+    pass
+
+
+class _Pending:
+    __slots__ = ("done", "error", "estimate", "fn", "result")
+
+    def __init__(self, fn: Callable[[Txn], Any], estimate: int) -> None:
+        self.fn = fn
+        self.estimate = estimate
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
 
 
 class Txn:
@@ -230,6 +248,10 @@ class Env:
         self.pid = os.getpid()
         self._gate = _Gate()
         self._write_lock = threading.RLock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._leading = False
+        self._local = threading.local()
         self._closed = False
         st = os.stat(path)
         self._ident = (st.st_dev, st.st_ino)
@@ -358,58 +380,137 @@ class Env:
         raise StorageError("the map size kept changing under this reader")
 
     def write(self, fn: Callable[[Txn], T], *, estimate: int = 0) -> T:
-        """Run ``fn`` in one write transaction and commit durably.
+        """Run ``fn`` in a write transaction and return only once it is durably committed.
 
         ``fn`` must be re-runnable whole: on a full map the transaction is aborted, the map grown
         and ``fn`` called again. ``estimate`` is the bytes the write adds (for the disk check).
+
+        Group commit: concurrent callers in this process queue their functions; one of them (the
+        leader) runs a batch in ONE transaction, each function in a nested transaction of its own
+        (so one caller's error aborts only its own changes), and commits once: one fsync pair
+        serves every caller in the batch.
         """
         self.check()
         if self.readonly:
             raise ReadOnlyStore(f"{self.path} is open read-only")
+        if getattr(self._local, "in_write", False):
+            raise StorageError("Env.write called from inside a write function (would deadlock)")
         if estimate:
             self._check_disk(estimate)
-        with self._write_lock:
-            for _ in range(MAX_WRITE_RETRIES):
-                grow = False
-                with self._gate.shared():
+        item = _Pending(fn, estimate)
+        with self._queue_lock:
+            self._queue.append(item)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+        if lead:
+            self._lead()
+        else:
+            item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return cast(T, item.result)
+
+    def _lead(self) -> None:
+        """Run queued batches until the queue is empty, then give up the leadership."""
+        while True:
+            with self._queue_lock:
+                batch = self._queue[:MAX_GROUP]
+                del self._queue[:MAX_GROUP]
+                if not batch:
+                    self._leading = False
+                    return
+            try:
+                with self._write_lock:
+                    self._local.in_write = True
                     try:
-                        txn = self._env.begin(write=True)
-                    except lmdb.MapResizedError:
-                        txn = None
+                        self._commit_batch(batch)
+                    finally:
+                        self._local.in_write = False
+            except BaseException as err:  # a failure of the shared commit reaches every caller
+                for item in batch:
+                    if item.error is None and not item.done.is_set():
+                        item.error = err if isinstance(err, Exception) else StorageError(str(err))
+            for item in batch:
+                item.done.set()
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        estimate = sum(i.estimate for i in batch)
+        for _ in range(MAX_WRITE_RETRIES):
+            grow = False
+            with self._gate.shared():
+                try:
+                    txn = self._env.begin(write=True)
+                except lmdb.MapResizedError:
+                    txn = None
+                except lmdb.Error as err:
+                    raise translate(err, "cannot begin a write transaction") from None
+                if txn is not None:
+                    try:
+                        for item in batch:
+                            item.error = None
+                            if len(batch) == 1:
+                                self._run_item(item, txn, txn)
+                            else:
+                                child = self._env.begin(write=True, parent=txn)
+                                if self._run_item(item, txn, child):
+                                    child.commit()
+                                else:
+                                    child.abort()
+                    except _Handled:
+                        return  # the single caller's function raised; its error is recorded
+                    except lmdb.MapFullError:
+                        txn.abort()
+                        grow = True
                     except lmdb.Error as err:
-                        raise translate(err, "cannot begin a write transaction") from None
-                    if txn is not None:
+                        txn.abort()
+                        raise translate(err, "write failed; nothing was written") from None
+                    except BaseException:
+                        txn.abort()
+                        raise
+                    else:
+                        if all(item.error is not None for item in batch):
+                            txn.abort()  # nothing to commit
+                            return
                         try:
-                            result = fn(Txn(txn, self._dbs, True))
+                            txn.commit()
+                            return
                         except lmdb.MapFullError:
-                            txn.abort()
-                            grow = True
+                            grow = True  # LMDB aborted the transaction: nothing written
                         except lmdb.Error as err:
-                            txn.abort()
-                            raise translate(err, "write failed; nothing was written") from None
-                        except BaseException:
-                            txn.abort()
-                            raise
-                        else:
-                            try:
-                                txn.commit()
-                                return result
-                            except lmdb.MapFullError:
-                                grow = True  # LMDB aborted the transaction: nothing written
-                            except lmdb.Error as err:
-                                # A failed data or meta sync: the commit may or may not have
-                                # reached the disk. Say so rather than "nothing was written".
-                                raise translate(
-                                    err,
-                                    "commit failed and its outcome is uncertain (it may or may "
-                                    "not be durable); check before repeating it",
-                                    uncertain=True,
-                                ) from None
-                if grow:
-                    self._grow(estimate)
-                else:
-                    self._adopt_map_size()
-            raise StorageError("could not complete a write after growing the map repeatedly")
+                            # A failed data or meta sync: the commit may or may not have reached
+                            # the disk. Say so rather than "nothing was written".
+                            raise translate(
+                                err,
+                                "commit failed and its outcome is uncertain (it may or may "
+                                "not be durable); check before repeating it",
+                                uncertain=True,
+                            ) from None
+            if grow:
+                self._grow(estimate)
+            else:
+                self._adopt_map_size()
+        raise StorageError("could not complete a write after growing the map repeatedly")
+
+    def _run_item(self, item: _Pending, parent: Any, txn: Any) -> bool:
+        """Run one caller's function; True if its changes should be kept. MapFullError and
+        engine errors propagate (they concern the whole transaction)."""
+        try:
+            item.result = item.fn(Txn(txn, self._dbs, True))
+            return True
+        except lmdb.MapFullError:
+            raise
+        except lmdb.Error as err:
+            item.error = translate(err, "write failed; nothing was written")
+            if txn is parent:
+                raise
+            return False
+        except Exception as err:
+            item.error = err
+            if txn is parent:
+                txn.abort()
+                raise _Handled() from None
+            return False
 
     def _check_disk(self, needed: int) -> None:
         try:

@@ -111,7 +111,7 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
         if rtype is RecordType.MANIFEST:
             manifest = value
     if depth >= 1:
-        from ckdb.store import _integrity  # noqa: PLC0415 - store imports this module
+        from ckdb.meta import _integrity  # noqa: PLC0415
 
         flags["integrity_valid"] = _integrity(cid, meta.components) == meta.integrity
         if not flags["integrity_valid"]:

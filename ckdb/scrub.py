@@ -579,7 +579,7 @@ class Scrubber:
 
     def _orphans_and_refs(self) -> None:
         from ckdb.chunks import leased_chunks  # noqa: PLC0415
-        from ckdb.store import _now_us  # noqa: PLC0415
+        from ckdb.meta import _now_us  # noqa: PLC0415
 
         expected: Counter[bytes] = Counter()
         orphan_payloads: list[bytes] = []

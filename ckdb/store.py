@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import getpass
 import hashlib
 import logging
 import os
 import secrets
-import shutil
-import socket
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +28,15 @@ import attrs
 from attrs import frozen
 
 from ckdb import encoding, keys
-from ckdb._env import DEFAULT_MAP_SIZE, Env, Txn, create_environment, fsync_path
+from ckdb._env import DEFAULT_MAP_SIZE, Env, Txn
+from ckdb._open import (
+    _aware_us,
+    _cipher_of,
+    _create_store,
+    _default_creator,
+    _resolve_key,
+    check_format,
+)
 from ckdb.capture import (
     Capture,
     capture_tree,
@@ -53,7 +56,6 @@ from ckdb.errors import (
     ReadOnlyStore,
     RestoreFailed,
     StoreNotFound,
-    UnsupportedVersion,
     WorkflowNotFound,
     WrongKey,
 )
@@ -73,14 +75,10 @@ from ckdb.layout import (
     FLAG_MANUAL,
     FLAG_MARKED,
     FLAG_PINNED,
-    FORMAT,
-    FORMAT_VERSION,
     ID_SIZE,
-    INCOMPAT_KNOWN,
     INFO_FORMAT,
     INFO_KEYCHECK,
     INFO_KEYRING,
-    STORE_MAGIC,
     Codec,
     RecordType,
     check_name,
@@ -93,6 +91,18 @@ from ckdb.layout import (
     split_registry_key,
 )
 from ckdb.maintenance import BackupReport, Monitor, backup
+from ckdb.meta import (  # noqa: F401 - re-exported
+    _DIGEST_PART,
+    _MISSING,
+    _PAYLOAD_TYPE_VALUES,
+    _TYPE_NAMES,
+    MAX_TIME_US,
+    METADATA_VERSION,
+    _dt,
+    _integrity,
+    _Meta,
+    _now_us,
+)
 from ckdb.pruning import AUTO_MAX, BATCH, delete_victims, registry_entries
 from ckdb.records import (
     KIND_AUTOMATIC,
@@ -102,7 +112,6 @@ from ckdb.records import (
     STATUS_VALID,
     Checkpoint,
     CheckpointInfo,
-    ComponentInfo,
 )
 from ckdb.restore import RestoreReport, check_target, restore_tree
 from ckdb.retention import (
@@ -117,42 +126,6 @@ from ckdb.scrub import Finding, Scrubber, ScrubReport
 _log = logging.getLogger("ckdb")
 DURABILITIES = ("sync", "relaxed")
 _RETENTION_PREFIX = b"retention/"
-METADATA_VERSION = 1
-
-_TYPE_NAMES = {
-    RecordType.COMPONENT: "component",
-    RecordType.RESOURCES: "resources",
-    RecordType.DEPENDENCIES: "dependencies",
-    RecordType.MANIFEST: "manifest",
-}
-_DIGEST_PART = struct.Struct(">BH")
-_MISSING = object()
-_PAYLOAD_TYPE_VALUES = frozenset(int(t) for t in _TYPE_NAMES)
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-MAX_TIME_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: the last datetime Python has
-
-
-def _dt(us: int) -> datetime:
-    if not 0 <= us <= MAX_TIME_US:
-        raise IntegrityError(f"timestamp {us} µs is out of range")
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
-
-
-def _integrity(cid: bytes, components: list[list[Any]]) -> bytes:
-    """The checkpoint's digest over its component digests (the seed's ``integrity_hash``)."""
-    h = hashlib.sha256(b"ckdb/v1/integrity")
-    h.update(cid)
-    for rtype, name, _raw, _stored, digest in components:
-        raw_name = name.encode("utf-8")
-        h.update(_DIGEST_PART.pack(rtype, len(raw_name)))
-        h.update(raw_name)
-        h.update(digest)
-    return h.digest()
 
 
 def _codec_for(compression: object) -> Codec:
@@ -183,121 +156,6 @@ class _Part:
     frame: bytes
     raw_size: int
     digest: bytes
-
-
-@frozen
-class _Meta:
-    """A decoded, verified metadata frame."""
-
-    cid: bytes
-    workflow_id: str
-    phase: str
-    kind: str
-    name: str | None
-    created_us: int
-    created_by: str
-    seq: int
-    parent: bytes | None
-    components: list[list[Any]]
-    integrity: bytes
-
-    @classmethod
-    def parse(cls, cid: bytes, raw: bytes) -> _Meta:
-        """Decode and type-check a metadata document: hostile fields are IntegrityErrors."""
-        where = f"checkpoint {id_to_text(cid)}: malformed metadata"
-        try:
-            doc = encoding.decode(raw)
-        except FormatError as err:
-            raise IntegrityError(f"{where}: {err}") from None
-        if type(doc) is not dict:
-            raise IntegrityError(f"{where}: not a map")
-
-        def field(name: str, kinds: tuple[type, ...]) -> Any:
-            value = doc.get(name, _MISSING)
-            if type(value) not in kinds:
-                raise IntegrityError(f"{where}: field {name!r} is {type(value).__name__}")
-            return value
-
-        name_value = field("name", (str, type(None)))
-        parent = field("parent", (bytes, type(None)))
-        mid = field("id", (bytes,))
-        integrity = field("integrity", (bytes,))
-        seq = field("seq", (int,))
-        created = field("created_at", (int,))
-        comps = field("components", (list,))
-        components: list[list[Any]] = []
-        for comp in comps:
-            if (
-                type(comp) is not list
-                or len(comp) != 5
-                or type(comp[0]) is not int
-                or comp[0] not in _PAYLOAD_TYPE_VALUES
-                or type(comp[1]) is not str
-                or type(comp[2]) is not int
-                or type(comp[3]) is not int
-                or type(comp[4]) is not bytes
-                or len(comp[4]) != 32
-                or comp[2] < 0
-                or comp[3] < 0
-            ):
-                raise IntegrityError(f"{where}: malformed component entry")
-            components.append(comp)
-        if len(mid) != ID_SIZE or (parent is not None and len(parent) != ID_SIZE):
-            raise IntegrityError(f"{where}: malformed id")
-        if len(integrity) != 32 or seq < 1 or not 0 <= created <= MAX_TIME_US:
-            raise IntegrityError(f"{where}: field out of range")
-        kind = field("kind", (str,))
-        if kind not in KINDS:
-            raise IntegrityError(f"{where}: unknown kind {kind!r}")
-        meta = cls(
-            cid=mid,
-            workflow_id=field("workflow_id", (str,)),
-            phase=field("phase", (str,)),
-            kind=kind,
-            name=name_value,
-            created_us=created,
-            created_by=field("created_by", (str,)),
-            seq=seq,
-            parent=parent,
-            components=components,
-            integrity=integrity,
-        )
-        if meta.cid != cid:
-            raise IntegrityError(
-                f"checkpoint {id_to_text(cid)}: metadata belongs to {id_to_text(meta.cid)}"
-            )
-        return meta
-
-    def info(self, flags: int, status: str | None = None) -> CheckpointInfo:
-        comps = tuple(
-            ComponentInfo(
-                type=_TYPE_NAMES.get(RecordType(c[0]), str(c[0])),
-                name=c[1],
-                raw_size=c[2],
-                stored_size=c[3],
-                digest=bytes(c[4]).hex(),
-            )
-            for c in self.components
-        )
-        if status is None:
-            status = STATUS_CORRUPTED if flags & FLAG_MARKED else STATUS_VALID
-        return CheckpointInfo(
-            id=id_to_text(self.cid),
-            workflow_id=self.workflow_id,
-            phase=self.phase,
-            kind=self.kind,
-            name=self.name,
-            created_at=_dt(self.created_us),
-            created_by=self.created_by,
-            sequence=self.seq,
-            parent_id=None if self.parent is None else id_to_text(self.parent),
-            pinned=bool(flags & FLAG_PINNED),
-            status=status,
-            raw_size=sum(c.raw_size for c in comps),
-            stored_size=sum(c.stored_size for c in comps),
-            integrity=self.integrity.hex(),
-            components=comps,
-        )
 
 
 def open(
@@ -1593,124 +1451,3 @@ class Store:
         with contextlib.suppress(OSError):
             out["file_size"] = os.path.getsize(self.path / "data.mdb")
         return out
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def _default_creator() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def _aware_us(value: datetime | None, what: str) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidInput(f"{what} must be a timezone-aware datetime, not {value!r}")
-    return int(value.timestamp() * 1_000_000)
-
-
-def check_format(record: bytes) -> bytes:
-    """Validate the format record; return the store uuid."""
-    if len(record) != FORMAT.size:
-        raise FormatError(f"format record of {len(record)} bytes (expected {FORMAT.size})")
-    magic, version, incompat, _compat, uuid, _created = FORMAT.unpack(record)
-    if magic != STORE_MAGIC:
-        raise FormatError("not a ckdb store (bad format magic)")
-    if version > FORMAT_VERSION:
-        raise UnsupportedVersion(
-            f"store format version {version} is newer than this ckdb supports ({FORMAT_VERSION}); "
-            "upgrade ckdb"
-        )
-    if version < 1:
-        raise FormatError(f"invalid store format version {version}")
-    unknown = incompat & ~INCOMPAT_KNOWN
-    if unknown:
-        raise UnsupportedVersion(
-            f"store uses mandatory features this ckdb does not know (flags {unknown:#x}); "
-            "upgrade ckdb"
-        )
-    return bytes(uuid)
-
-
-def _resolve_key(path: Path, key: bytes | None, key_file: str | os.PathLike[str] | None) -> bytes:
-    if key is not None:
-        return key
-    if key_file is not None:
-        return keys.read_key_file(key_file)
-    default = path / keys.KEY_FILE_NAME
-    if not default.exists():
-        raise WrongKey(
-            f"no key for {path}: pass key= or key_file=, or set CKDB_KEY_FILE "
-            f"(no generated key file at {default})"
-        )
-    return keys.read_key_file(default)
-
-
-def _cipher_of(fmt: bytes) -> str | None:
-    incompat = FORMAT.unpack(fmt)[2]
-    for name, flag in CIPHERS.items():
-        if incompat & flag:
-            return name
-    return None
-
-
-def _create_store(
-    path: Path,
-    key: bytes | None,
-    key_file: str | os.PathLike[str] | None,
-    map_size: int,
-    encryption: str | None = None,
-) -> None:
-    """Create a store atomically: build it in a temporary sibling directory, fsync, rename into
-    place, fsync the parent. A crash at any point leaves either no store or a complete one (plus,
-    at worst, a stale temporary directory that the next creation ignores)."""
-    del map_size  # the environment starts at the default map and grows on demand
-    parent = path.parent
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FormatError(f"{path} exists and is not an empty directory nor a ckdb store")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InvalidInput(f"cannot create {parent}: {err.strerror}") from None
-    tmp = parent / f".{path.name}.ckdb-new-{secrets.token_hex(6)}"
-    tmp.mkdir(mode=0o700)
-    try:
-        if key is not None:
-            master = key
-        elif key_file is not None and Path(key_file).exists():
-            master = keys.read_key_file(key_file)
-        else:
-            master = keys.new_master_key()
-            target = Path(key_file) if key_file is not None else tmp / keys.KEY_FILE_NAME
-            keys.write_key_file(target, master)
-            if key_file is not None:
-                fsync_path(target.absolute().parent, directory=True)
-        uuid = secrets.token_bytes(16)
-        incompat = 0 if encryption is None else CIPHERS[encryption]
-        fmt = FORMAT.pack(STORE_MAGIC, FORMAT_VERSION, incompat, 0, uuid, _now_us())
-        kek = keys.kek_for(master, uuid)
-        ring = keys.Keyring.generate()
-
-        def init(txn: Txn) -> None:
-            txn.put(DB_INFO, INFO_FORMAT, fmt)
-            txn.put(DB_INFO, INFO_KEYCHECK, keys.key_check(kek, fmt))
-            txn.put(DB_INFO, INFO_KEYRING, ring.wrap(kek, uuid))
-
-        create_environment(tmp, init)
-        try:
-            os.rename(tmp, path)
-        except OSError as err:
-            if (path / "data.mdb").exists():
-                # Another process created the store first: use theirs.
-                shutil.rmtree(tmp, ignore_errors=True)
-                return
-            raise InvalidInput(f"cannot create the store at {path}: {err.strerror}") from None
-        fsync_path(parent, directory=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -1,0 +1,184 @@
+"""The checkpoint metadata document: strict parsing (a hostile field is an IntegrityError),
+the integrity digest over component digests, and times."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from attrs import frozen
+
+from ckdb import encoding
+from ckdb.errors import (
+    FormatError,
+    IntegrityError,
+)
+from ckdb.layout import (
+    FLAG_MARKED,
+    FLAG_PINNED,
+    ID_SIZE,
+    RecordType,
+    id_to_text,
+)
+from ckdb.records import (
+    KINDS,
+    STATUS_CORRUPTED,
+    STATUS_VALID,
+    CheckpointInfo,
+    ComponentInfo,
+)
+
+METADATA_VERSION = 1
+
+_TYPE_NAMES = {
+    RecordType.COMPONENT: "component",
+    RecordType.RESOURCES: "resources",
+    RecordType.DEPENDENCIES: "dependencies",
+    RecordType.MANIFEST: "manifest",
+}
+_DIGEST_PART = struct.Struct(">BH")
+_MISSING = object()
+_PAYLOAD_TYPE_VALUES = frozenset(int(t) for t in _TYPE_NAMES)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+MAX_TIME_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: the last datetime Python has
+
+
+def _dt(us: int) -> datetime:
+    if not 0 <= us <= MAX_TIME_US:
+        raise IntegrityError(f"timestamp {us} µs is out of range")
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def _integrity(cid: bytes, components: list[list[Any]]) -> bytes:
+    """The checkpoint's digest over its component digests (the seed's ``integrity_hash``)."""
+    h = hashlib.sha256(b"ckdb/v1/integrity")
+    h.update(cid)
+    for rtype, name, _raw, _stored, digest in components:
+        raw_name = name.encode("utf-8")
+        h.update(_DIGEST_PART.pack(rtype, len(raw_name)))
+        h.update(raw_name)
+        h.update(digest)
+    return h.digest()
+
+
+@frozen
+class _Meta:
+    """A decoded, verified metadata frame."""
+
+    cid: bytes
+    workflow_id: str
+    phase: str
+    kind: str
+    name: str | None
+    created_us: int
+    created_by: str
+    seq: int
+    parent: bytes | None
+    components: list[list[Any]]
+    integrity: bytes
+
+    @classmethod
+    def parse(cls, cid: bytes, raw: bytes) -> _Meta:
+        """Decode and type-check a metadata document: hostile fields are IntegrityErrors."""
+        where = f"checkpoint {id_to_text(cid)}: malformed metadata"
+        try:
+            doc = encoding.decode(raw)
+        except FormatError as err:
+            raise IntegrityError(f"{where}: {err}") from None
+        if type(doc) is not dict:
+            raise IntegrityError(f"{where}: not a map")
+
+        def field(name: str, kinds: tuple[type, ...]) -> Any:
+            value = doc.get(name, _MISSING)
+            if type(value) not in kinds:
+                raise IntegrityError(f"{where}: field {name!r} is {type(value).__name__}")
+            return value
+
+        name_value = field("name", (str, type(None)))
+        parent = field("parent", (bytes, type(None)))
+        mid = field("id", (bytes,))
+        integrity = field("integrity", (bytes,))
+        seq = field("seq", (int,))
+        created = field("created_at", (int,))
+        comps = field("components", (list,))
+        components: list[list[Any]] = []
+        for comp in comps:
+            if (
+                type(comp) is not list
+                or len(comp) != 5
+                or type(comp[0]) is not int
+                or comp[0] not in _PAYLOAD_TYPE_VALUES
+                or type(comp[1]) is not str
+                or type(comp[2]) is not int
+                or type(comp[3]) is not int
+                or type(comp[4]) is not bytes
+                or len(comp[4]) != 32
+                or comp[2] < 0
+                or comp[3] < 0
+            ):
+                raise IntegrityError(f"{where}: malformed component entry")
+            components.append(comp)
+        if len(mid) != ID_SIZE or (parent is not None and len(parent) != ID_SIZE):
+            raise IntegrityError(f"{where}: malformed id")
+        if len(integrity) != 32 or seq < 1 or not 0 <= created <= MAX_TIME_US:
+            raise IntegrityError(f"{where}: field out of range")
+        kind = field("kind", (str,))
+        if kind not in KINDS:
+            raise IntegrityError(f"{where}: unknown kind {kind!r}")
+        meta = cls(
+            cid=mid,
+            workflow_id=field("workflow_id", (str,)),
+            phase=field("phase", (str,)),
+            kind=kind,
+            name=name_value,
+            created_us=created,
+            created_by=field("created_by", (str,)),
+            seq=seq,
+            parent=parent,
+            components=components,
+            integrity=integrity,
+        )
+        if meta.cid != cid:
+            raise IntegrityError(
+                f"checkpoint {id_to_text(cid)}: metadata belongs to {id_to_text(meta.cid)}"
+            )
+        return meta
+
+    def info(self, flags: int, status: str | None = None) -> CheckpointInfo:
+        comps = tuple(
+            ComponentInfo(
+                type=_TYPE_NAMES.get(RecordType(c[0]), str(c[0])),
+                name=c[1],
+                raw_size=c[2],
+                stored_size=c[3],
+                digest=bytes(c[4]).hex(),
+            )
+            for c in self.components
+        )
+        if status is None:
+            status = STATUS_CORRUPTED if flags & FLAG_MARKED else STATUS_VALID
+        return CheckpointInfo(
+            id=id_to_text(self.cid),
+            workflow_id=self.workflow_id,
+            phase=self.phase,
+            kind=self.kind,
+            name=self.name,
+            created_at=_dt(self.created_us),
+            created_by=self.created_by,
+            sequence=self.seq,
+            parent_id=None if self.parent is None else id_to_text(self.parent),
+            pinned=bool(flags & FLAG_PINNED),
+            status=status,
+            raw_size=sum(c.raw_size for c in comps),
+            stored_size=sum(c.stored_size for c in comps),
+            integrity=self.integrity.hex(),
+            components=comps,
+        )

@@ -14,7 +14,7 @@ After every kill:
   in flight; the stored counts agree with the listing (no orphaned metadata or payloads);
 - sequences per workflow increase strictly in creation order.
 
-Rounds: ``CKDB_KILL_ROUNDS`` (default 30). Seed: ``CKDB_KILL_SEED`` (default: random, printed).
+Rounds: ``CKDB_KILL_ROUNDS`` (default 60). Seed: ``CKDB_KILL_SEED`` (default: random, printed).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def open_store(path: Any, **kwargs: Any) -> ckdb.Store:
 
 
 WRITER = Path(__file__).resolve().parent / "workers" / "kill_writer.py"
-ROUNDS = int(os.environ.get("CKDB_KILL_ROUNDS", "30"))
+ROUNDS = int(os.environ.get("CKDB_KILL_ROUNDS", "60"))
 ROUND_TIMEOUT = 60.0
 MAX_CREATION_ROUNDS = 4
 SLOW_FSYNC = 0.02  # creation rounds: each fsync sleeps this long before and after

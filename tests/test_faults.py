@@ -250,16 +250,9 @@ def test_io_fault(tmp_path, request, op, where, err, persistent):
     assert r["verdict"]["n_creates_checked"] >= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: after a failed meta-page write LMDB 0.9 panics (MDB_PANIC) and ckdb tells the "
-        "caller the environment is 'damaged' and to 'restore from a backup or run `ckdb scrub`' "
-        "(ckdb/_env.py translate maps lmdb.PanicError like CorruptedError), although the store is "
-        "intact and closing and reopening it is all that is needed (test_io_fault shows it)"
-    ),
-)
 def test_panic_after_failed_meta_write_is_not_reported_as_damage(tmp_path, request):
+    """Regression: after a failed meta-page write LMDB 0.9 panics (MDB_PANIC); ckdb used to call
+    the environment "damaged" and advise restoring a backup, although reopening is all it takes."""
     require_powerloss(request)
     r = _run_case(tmp_path, "create", "metasync", "EIO", False)
     rec = r["recover"]
@@ -268,17 +261,10 @@ def test_panic_after_failed_meta_write_is_not_reported_as_damage(tmp_path, reque
     assert rec["same_store"] == "ok" or "restore from a backup" not in rec["same_store_error"], rec
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a StoreFull raised by a failed commit sync says both 'its outcome is uncertain "
-        "(it may or may not be durable)' and 'nothing was written' (ckdb/_env.py: Env.write "
-        "prefixes the first, translate appends the second to every ENOSPC, and the StoreFull "
-        "docstring promises 'Nothing was written'); a caller trusting 'nothing was written' "
-        "repeats a create that may have committed"
-    ),
-)
 def test_storefull_from_commit_sync_does_not_claim_nothing_written(tmp_path, request):
+    """Regression: a StoreFull from a failed commit sync used to say both "its outcome is
+    uncertain" and "nothing was written"; a caller trusting the latter repeats a create that may
+    have committed."""
     require_powerloss(request)
     r = _run_case(tmp_path, "create", "metasync", "ENOSPC", False)
     msg = r["fails"][0]["error"]

@@ -62,11 +62,7 @@ class Frame(NamedTuple):
 
 def _tag(mac: hmac.HMAC, header: bytes, db: bytes, key: bytes, body: bytes | memoryview) -> bytes:
     h = mac.copy()
-    h.update(header)
-    h.update(_ADDR.pack(len(db)))
-    h.update(db)
-    h.update(_KEYLEN.pack(len(key)))
-    h.update(key)
+    h.update(b"".join((header, _ADDR.pack(len(db)), db, _KEYLEN.pack(len(key)), key)))
     h.update(body)
     return h.digest()
 

@@ -3,13 +3,14 @@ the integrity digest over component digests, and times."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from ckdb import encoding
 from ckdb.errors import (
@@ -69,6 +70,24 @@ def _integrity(cid: bytes, components: list[list[Any]]) -> bytes:
     return h.digest()
 
 
+class _LazyWhere:
+    """An error-message prefix formatted only when an error is raised (parse is on the hot path)."""
+
+    __slots__ = ("cid",)
+
+    def __init__(self, cid: bytes) -> None:
+        self.cid = cid
+
+    def __format__(self, spec: str) -> str:
+        return f"checkpoint {id_to_text(self.cid)}: malformed metadata"
+
+    def __str__(self) -> str:
+        return format(self, "")
+
+
+_RTYPES = {int(t): t for t in RecordType}
+
+
 @frozen
 class _Meta:
     """A decoded, verified metadata frame."""
@@ -84,11 +103,18 @@ class _Meta:
     parent: bytes | None
     components: list[list[Any]]
     integrity: bytes
+    _infos: dict[tuple[int, str | None], CheckpointInfo] = field(factory=dict, eq=False, repr=False)
+
+    @staticmethod
+    def parse_cached(cid: bytes, raw: bytes) -> _Meta:
+        """``parse`` memoised on the exact (already tag-verified) bytes: listing the same
+        checkpoints again skips decoding, never verification, which the caller did."""
+        return _parse_cached(cid, raw)
 
     @classmethod
     def parse(cls, cid: bytes, raw: bytes) -> _Meta:
         """Decode and type-check a metadata document: hostile fields are IntegrityErrors."""
-        where = f"checkpoint {id_to_text(cid)}: malformed metadata"
+        where = _LazyWhere(cid)
         try:
             doc = encoding.decode(raw)
         except FormatError as err:
@@ -153,9 +179,17 @@ class _Meta:
         return meta
 
     def info(self, flags: int, status: str | None = None) -> CheckpointInfo:
+        key = (flags, status)
+        got = self._infos.get(key)
+        if got is None:
+            got = self._info(flags, status)
+            self._infos[key] = got
+        return got
+
+    def _info(self, flags: int, status: str | None) -> CheckpointInfo:
         comps = tuple(
             ComponentInfo(
-                type=_TYPE_NAMES.get(RecordType(c[0]), str(c[0])),
+                type=_TYPE_NAMES.get(_RTYPES.get(c[0], RecordType.SETTING), str(c[0])),
                 name=c[1],
                 raw_size=c[2],
                 stored_size=c[3],
@@ -182,3 +216,8 @@ class _Meta:
             integrity=self.integrity.hex(),
             components=comps,
         )
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_cached(cid: bytes, raw: bytes) -> _Meta:
+    return _Meta.parse(cid, raw)

@@ -777,7 +777,7 @@ class Store:
         raw = txn.get(DB_CHECKPOINTS, cid)
         if raw is None:
             raise CheckpointNotFound(f"no checkpoint {id_to_text(cid)}")
-        return _Meta.parse(cid, self._unframe(DB_CHECKPOINTS, cid, raw, RecordType.METADATA))
+        return _Meta.parse_cached(cid, self._unframe(DB_CHECKPOINTS, cid, raw, RecordType.METADATA))
 
     def _read_flags(self, txn: Txn, meta: _Meta) -> tuple[bytes, int]:
         """The registry entry of a checkpoint: (registry key, flags); IntegrityError if damaged."""

@@ -7,6 +7,8 @@ with ckdb.open("agent.ckdb") as store:
     checkpoint = store.load(info.id)
 """
 
+import logging as _logging
+
 from ckdb.components import (
     DependencyDrift,
     capture_dependencies,
@@ -42,6 +44,10 @@ from ckdb.restore import RestoreReport
 from ckdb.store import Store, open
 
 __version__ = "0.1.0"
+
+# Library practice: ckdb logs corruption events at CRITICAL on the "ckdb" logger; the application
+# decides where they go (and gets them through on_corruption callbacks regardless).
+_logging.getLogger("ckdb").addHandler(_logging.NullHandler())
 
 __all__ = [
     "Checkpoint",

@@ -1,7 +1,8 @@
-"""``python -m ckdb``: the command line."""
+"""``python -m ckdb``: the command line (the same as the ``ckdb`` script)."""
 
 import sys
 
 from ckdb.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -226,6 +226,15 @@ class Txn:
             elif not cur.next():
                 return n
 
+    def pages_in_use(self) -> int:
+        """Branch, leaf and overflow pages of every sub-database and the main database."""
+        total = 0
+        stats = [self._txn.stat(handle) for handle in self._dbs.values()]
+        stats.append(self._txn.stat())
+        for st in stats:
+            total += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        return total
+
     def count(self, db: bytes) -> int:
         entries: int = self._txn.stat(self._dbs[db])["entries"]
         return entries
@@ -542,6 +551,17 @@ class Env:
                 self._env.set_mapsize(0)
             except lmdb.Error as err:
                 raise translate(err, "cannot adopt the map size") from None
+
+    def extra_dbs(self) -> list[bytes]:
+        """Names of the sub-databases beyond ckdb's own (integrations'), sorted."""
+        self.check()
+        with self._gate.shared():
+            try:
+                with self._env.begin(write=False) as txn:
+                    names = [bytes(k) for k, _v in txn.cursor()]
+            except lmdb.Error as err:
+                raise translate(err, "cannot list sub-databases") from None
+        return sorted(n for n in names if n not in ALL_DBS)
 
     def ensure_db(self, name: bytes) -> None:
         """Open (creating if missing) an extra named sub-database, e.g. an integration's own.

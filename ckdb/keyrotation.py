@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 RETAG_BATCH = 500
 RETAG_CURSOR = b"rotation/cursor"
 FRAME_DBS = (DB_CHECKPOINTS, DB_PAYLOADS, DB_CHUNKS, DB_WORKFLOWS, DB_SETTINGS, DB_MARKS)
-ALL_RETAG = (*FRAME_DBS, DB_REGISTRY, DB_REFS)
+ALL_RETAG = (*FRAME_DBS, DB_REGISTRY, DB_REFS)  # plus integrations' sub-databases, at run time
 
 
 @frozen
@@ -152,14 +152,19 @@ def retag(store: Store, max_batches: int | None = None) -> tuple[int, bool]:
         if max_batches is not None and batches >= max_batches:
             return total, False
 
-        def apply(txn: Txn) -> tuple[int, bool]:
+        extra = store._env.extra_dbs()
+        for name in extra:
+            store._env.ensure_db(name)
+        order = (*FRAME_DBS, *extra, DB_REGISTRY, DB_REFS)
+
+        def apply(txn: Txn, order: tuple[bytes, ...] = order) -> tuple[int, bool]:
             raw = txn.get(DB_SETTINGS, RETAG_CURSOR)
             if raw is None:
                 return 0, True
             db_index, after = encoding.decode(raw)
             done = 0
-            while db_index < len(ALL_RETAG):
-                db = ALL_RETAG[db_index]
+            while db_index < len(order):
+                db = order[db_index]
                 items = []
                 for key, value in txn.range(db, bytes(after)):
                     if key == after or (db == DB_SETTINGS and key == RETAG_CURSOR):

@@ -85,6 +85,7 @@ class RecordType(enum.IntEnum):
     WORKFLOW = 7
     SETTING = 8
     MARK = 9
+    INTEGRATION = 10  # a record in an integration's own sub-database (e.g. LangGraph)
 
 
 PAYLOAD_TYPES = frozenset(

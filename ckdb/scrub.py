@@ -55,6 +55,7 @@ from ckdb.layout import (
     FLAG_MANUAL,
     FLAG_MARKED,
     FLAG_PINNED,
+    FRAME_MAGIC,
     ID_SIZE,
     RecordType,
     id_to_text,
@@ -137,7 +138,9 @@ class Scrubber:
         backup: str | Path | None,
         budget: object,
         notify: Callable[[Finding], None],
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        self.progress = progress
         if level not in LEVELS:
             raise InvalidInput(f"scrub level must be one of {LEVELS}, not {level!r}")
         if repair and store.readonly:
@@ -192,6 +195,7 @@ class Scrubber:
             if complete and self.wf_key is None:
                 self._registry()
                 self._orphans_and_refs()
+                self._integrations()
             elif complete:
                 self._registry()
         finally:
@@ -217,22 +221,34 @@ class Scrubber:
 
     def _checkpoints(self) -> bool:
         start = b""
+        end: bytes | None = None
         if self.budget.limited and self.wf_key is None:
             with self.env.read() as txn:
-                start = txn.get(DB_SETTINGS, CURSOR_KEY) or b""
+                cursor = txn.get(DB_SETTINGS, CURSOR_KEY) or b""
+            if len(cursor) == 2 * ID_SIZE:
+                start, end = cursor[:ID_SIZE], cursor[ID_SIZE:]
         cids = sorted(self._cids(start))
+        if end is None:
+            # A cycle covers the checkpoints that exist when it starts: new ones (ids are
+            # time-sorted, so they land after the cursor) wait for the next cycle, so a store
+            # written faster than the budget still completes cycles.
+            end = cids[-1] if cids else b""
+        cids = [c for c in cids if c <= end]
+        self._cycle_end = end
         verified_chunks: set[bytes] = set()
         last = None
         for cid in cids:
             if cid == start:
                 continue  # verified last time
-            if self.budget.spent():
+            if self.checked and self.budget.spent():  # at least one per run: always progress
                 self._save_cursor(last)
                 return False
             problems, size = self._check_one(cid, verified_chunks)
             self.checked += 1
             self.bytes += size
             self.budget.spend(size)
+            if self.progress is not None:
+                self.progress(self.bytes, self.checked)
             last = cid
             if problems:
                 self._handle_corrupt(cid, problems)
@@ -255,7 +271,7 @@ class Scrubber:
             if cid is None:
                 txn.delete(DB_SETTINGS, CURSOR_KEY)
             else:
-                txn.put(DB_SETTINGS, CURSOR_KEY, cid)
+                txn.put(DB_SETTINGS, CURSOR_KEY, cid + self._cycle_end)
 
         self.env.write(apply)
 
@@ -326,6 +342,23 @@ class Scrubber:
         if self._repair_from_backup(cid):
             self.repaired += 1
             self._find(Finding("checkpoint", text, problem, text, "repaired"))
+            return
+        with self.env.read() as txn:
+            reg_key, flags = self._registry_slot(txn, cid)
+        if flags is None:
+            # The registry entry is damaged or missing: its flags (PINNED) are unknown. If the
+            # rest of the checkpoint is intact, rebuild the entry from the metadata (pinned, to be
+            # safe); never delete a checkpoint that may have been pinned.
+            action = self._repair_registry(reg_key, cid)
+            problems_now, _size = self._check_one(cid, set())
+            if action == "rebuilt" and not problems_now:
+                self.repaired += 1
+                self._find(Finding("checkpoint", text, problem, text, "rebuilt"))
+            else:
+                self._mark(cid, problem)
+                self._find(
+                    Finding("checkpoint", text, problem, text, "kept (flags unknown), marked")
+                )
             return
         if self._delete_unless_pinned(cid, problem):
             self.deleted += 1
@@ -454,7 +487,11 @@ class Scrubber:
             current_key, current_flags = self._registry_slot(txn, cid)
             occupant = txn.get(DB_REGISTRY, reg_key)
             if occupant is not None and bytes(occupant[:16]) != cid:
-                return False  # the slot now belongs to another checkpoint
+                try:
+                    decode_registry(mac, reg_key, occupant)
+                    return False  # the slot verifiably belongs to another checkpoint
+                except IntegrityError:
+                    pass  # a damaged or swapped entry: the backup's copy replaces it
             txn.delete_range(DB_PAYLOADS, cid, prefix_end(cid))
             for db, key, value in records:
                 if db == DB_CHUNKS:
@@ -557,9 +594,11 @@ class Scrubber:
             good_key = registry_key(self.keys.wf_key(meta.workflow_id), meta.seq)
             occupant = txn.get(DB_REGISTRY, good_key)
             if occupant is not None and bytes(occupant[:16]) != cid:
-                self.store._delete_in(txn, cid, None)
-                self.deleted += 1
-                return "deleted"
+                try:
+                    decode_registry(self.keys.mac, good_key, occupant)
+                    return "conflict"  # the slot verifiably holds another checkpoint: keep both
+                except IntegrityError:
+                    pass  # a damaged or swapped-in entry: overwritten below
             if key is not None and key != good_key:
                 txn.delete(DB_REGISTRY, key)
             flags = FLAG_PINNED | (FLAG_MANUAL if meta.kind == "manual" else 0)
@@ -574,6 +613,26 @@ class Scrubber:
 
         result: str = self.env.write(apply)
         return result
+
+    # -- pass E: integrations' own sub-databases -------------------------------------------------
+
+    def _integrations(self) -> None:
+        """Verify the tag of every frame in integrations' sub-databases (e.g. LangGraph's). Their
+        structure is the integration's business; damage is reported, never repaired here."""
+        for name in self.env.extra_dbs():
+            self.env.ensure_db(name)
+            bad: list[tuple[bytes, str]] = []
+            with self.env.read() as txn:
+                for key, value in txn.range(name):
+                    if bytes(value[:3]) != FRAME_MAGIC:
+                        continue
+                    try:
+                        parse_frame(self.keys.mac, name, bytes(key), value)
+                    except IntegrityError as err:
+                        bad.append((bytes(key), str(err)))
+            for key, problem in bad:
+                where = f"{name.decode('ascii', 'replace')}/{key.hex()}"
+                self._find(Finding("integration", where, problem, None, "reported"))
 
     # -- passes C and D: orphans and reference counts --------------------------------------------
 

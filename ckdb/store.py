@@ -1017,21 +1017,24 @@ class Store:
         cid = id_from_text(checkpoint_id)
 
         def apply(txn: Txn) -> None:
-            reg_key, meta = self._locate(txn, cid)
+            reg_key, _meta = self._locate(txn, cid)
             if reg_key is None:
                 return
             value = txn.get(DB_REGISTRY, reg_key)
             assert value is not None
-            created_us = int.from_bytes(value[16:24], "big")
             try:
                 _rcid, created_us, flags = decode_registry(self._keys.mac, reg_key, value)
             except IntegrityError:
-                flags = FLAG_MANUAL if meta is not None and meta.kind == KIND_MANUAL else 0
-            txn.put(
-                DB_REGISTRY,
-                reg_key,
-                self._registry_value(reg_key, cid, created_us, flags | FLAG_MARKED),
-            )
+                # A damaged entry is left as it is: its flags (PINNED) are unknown, and a fresh
+                # tag would launder the damage. It already fails verification; the mark record
+                # below says why. Scrub repairs the entry itself.
+                flags = None
+            if flags is not None:
+                txn.put(
+                    DB_REGISTRY,
+                    reg_key,
+                    self._registry_value(reg_key, cid, created_us, flags | FLAG_MARKED),
+                )
             mark_key = cid + b"\x00"
             body = encoding.encode({"reason": reason, "at": _now_us()})
             txn.put(
@@ -1277,6 +1280,7 @@ class Store:
         repair: bool = False,
         backup: str | os.PathLike[str] | None = None,
         budget: timedelta | int | None = None,
+        progress: Callable[[int, int], None] | None = None,
         _notify: Callable[[Finding], None] | None = None,
     ) -> ScrubReport:
         """Verify the store (see ``ckdb.scrub``). ``budget``: a timedelta (time) or an int (bytes)
@@ -1295,6 +1299,7 @@ class Store:
             backup=None if backup is None else os.fspath(backup),
             budget=budget,
             notify=_notify or self._notify_corruption,
+            progress=progress,
         )
         return scrubber.run()
 
@@ -1437,17 +1442,27 @@ class Store:
     # -- introspection ---------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counts and sizes: checkpoints, workflows, file size, LMDB page figures."""
+        """Counts and sizes: checkpoints, workflows, stored bytes, file size, LMDB pages.
+
+        ``free_pages`` are pages of the file no sub-database uses (LMDB reuses them; the file
+        never shrinks: ``compact`` writes a copy without them). Sizes come from one scan of the
+        payloads and chunks, so this costs time proportional to the store."""
         with self._env.read() as txn:
             out = {
                 "checkpoints": txn.count(DB_CHECKPOINTS),
                 "workflows": txn.count(DB_WORKFLOWS),
                 "payload_frames": txn.count(DB_PAYLOADS),
                 "chunks": txn.count(DB_CHUNKS),
+                "payload_bytes": sum(len(v) for _k, v in txn.range(DB_PAYLOADS)),
+                "chunk_bytes": sum(len(v) for _k, v in txn.range(DB_CHUNKS)),
             }
+            used = txn.pages_in_use()
         info = self._env.info()
         out["map_size"] = info["map_size"]
         out["last_page"] = info["last_pgno"]
+        out["page_size"] = info["stat_psize"]
+        out["used_pages"] = used
+        out["free_pages"] = max(0, info["last_pgno"] + 1 - 2 - used)  # 2 meta pages
         with contextlib.suppress(OSError):
             out["file_size"] = os.path.getsize(self.path / "data.mdb")
         return out

@@ -1,0 +1,144 @@
+"""Key layout of the LangGraph saver's sub-databases. Pure: bytes in, bytes out, no I/O.
+
+``docs/langgraph.md`` has the byte tables. Every variable-length name is a *part*:
+``u16 big-endian length ‖ bytes``, where the bytes are the UTF-8 text, or, in an encrypted store,
+a keyed digest of it (so keys leak no thread, namespace, channel or task names). Parts make one
+thread's prefix never another's, and one namespace's never another's.
+
+=================  =====================================================  =====================
+sub-database       key                                                    value (a ckdb frame)
+=================  =====================================================  =====================
+``lg_checkpoints`` thread ‖ ns ‖ checkpoint id (UTF-8, the key's tail)    checkpoint envelope
+``lg_blobs``       thread ‖ ns ‖ channel ‖ version                        one channel value
+``lg_writes``      thread ‖ ns ‖ part(checkpoint id) ‖ task ‖ u32 idx     one pending write
+``lg_runs``        part(run id) ‖ checkpoint key                          empty (index entry)
+``lg_settings``    ``b"r"`` ‖ thread                                      retention policy
+=================  =====================================================  =====================
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from ckdb.errors import FormatError, InvalidInput
+
+DB_CHECKPOINTS = b"lg_checkpoints"
+DB_BLOBS = b"lg_blobs"
+DB_WRITES = b"lg_writes"
+DB_RUNS = b"lg_runs"
+DB_SETTINGS = b"lg_settings"
+ALL_DBS = (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES, DB_RUNS, DB_SETTINGS)
+
+MAX_KEY = 511  # LMDB's default maximum key size
+PART_LEN = struct.Struct(">H")
+assert PART_LEN.size == 2
+#: write index, stored as ``idx + 2**31`` so the special (negative) indices sort first
+WRITE_IDX = struct.Struct(">I")
+assert WRITE_IDX.size == 4
+IDX_BIAS = 1 << 31
+RETENTION_PREFIX = b"r"
+
+#: text -> 32-byte keyed digest (encrypted stores), or None: names stay readable in keys
+Digest = Callable[[str], bytes] | None
+
+
+class Layout:
+    """Key encoders for one store (plain UTF-8 names, or digests in an encrypted store)."""
+
+    def __init__(self, digest: Digest) -> None:
+        self._digest = digest
+
+    def part(self, text: str, what: str) -> bytes:
+        if not isinstance(text, str):
+            raise InvalidInput(f"{what} must be a str, not {type(text).__name__}")
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InvalidInput(f"{what} is not valid Unicode text: {err.reason}") from None
+        if self._digest is not None:
+            raw = self._digest(text)
+        if len(raw) > MAX_KEY:
+            raise InvalidInput(f"{what} is {len(raw)} bytes in UTF-8; keys hold at most {MAX_KEY}")
+        return PART_LEN.pack(len(raw)) + raw
+
+    def thread(self, thread_id: str) -> bytes:
+        return self.part(thread_id, "thread_id")
+
+    def ns(self, thread: bytes, checkpoint_ns: str) -> bytes:
+        """The prefix of one namespace of a thread: thread ‖ ns."""
+        return thread + self.part(checkpoint_ns, "checkpoint_ns")
+
+    def checkpoint(self, ns_prefix: bytes, checkpoint_id: str) -> bytes:
+        if not isinstance(checkpoint_id, str) or not checkpoint_id:
+            raise InvalidInput(f"checkpoint id must be a non-empty str, not {checkpoint_id!r}")
+        return _bounded(ns_prefix + checkpoint_id.encode("utf-8"), "checkpoint key")
+
+    def blob(self, ns_prefix: bytes, channel: str, version: object) -> bytes:
+        key = ns_prefix + self.part(channel, "channel") + self.part(version_text(version), "ver")
+        return _bounded(key, "blob key")
+
+    def writes_prefix(self, ns_prefix: bytes, checkpoint_id: str) -> bytes:
+        return ns_prefix + self.part(checkpoint_id, "checkpoint id")
+
+    def write(self, writes_prefix: bytes, task_id: str, idx: int) -> bytes:
+        if not -IDX_BIAS <= idx < IDX_BIAS:
+            raise InvalidInput(f"write index {idx} out of range")
+        key = writes_prefix + self.part(task_id, "task_id") + WRITE_IDX.pack(idx + IDX_BIAS)
+        return _bounded(key, "write key")
+
+    def run(self, run_id: str, checkpoint_key: bytes) -> bytes:
+        return _bounded(self.part(run_id, "run_id") + checkpoint_key, "run index key")
+
+    def run_prefix(self, run_id: str) -> bytes:
+        return self.part(run_id, "run_id")
+
+    @staticmethod
+    def retention(thread: bytes) -> bytes:
+        return RETENTION_PREFIX + thread
+
+
+def _bounded(key: bytes, what: str) -> bytes:
+    if len(key) > MAX_KEY:
+        raise InvalidInput(
+            f"{what} would be {len(key)} bytes; LMDB keys hold at most {MAX_KEY} "
+            "(shorten the thread id, namespace, channel or task id)"
+        )
+    return key
+
+
+def read_part(key: bytes, offset: int) -> tuple[bytes, int]:
+    """The part at ``offset`` (with its length prefix) and the offset after it."""
+    if offset + PART_LEN.size > len(key):
+        raise FormatError(f"malformed key {key.hex()}: truncated part")
+    (n,) = PART_LEN.unpack_from(key, offset)
+    end = offset + PART_LEN.size + n
+    if end > len(key):
+        raise FormatError(f"malformed key {key.hex()}: part overruns the key")
+    return key[offset:end], end
+
+
+def split_checkpoint_key(key: bytes) -> tuple[bytes, bytes, str]:
+    """checkpoint key -> (thread part, ns prefix = thread ‖ ns, checkpoint id)."""
+    thread, off = read_part(key, 0)
+    _ns, off = read_part(key, off)
+    try:
+        cid = key[off:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"malformed key {key.hex()}: checkpoint id is not UTF-8") from None
+    if not cid:
+        raise FormatError(f"malformed key {key.hex()}: no checkpoint id")
+    return thread, key[:off], cid
+
+
+def version_text(version: object) -> str:
+    """A channel version as key text, tagged by type so 1 and "1" never share a blob."""
+    if isinstance(version, bool):
+        raise InvalidInput(f"a channel version must be int, float or str, not {version!r}")
+    if isinstance(version, int):
+        return f"i{version}"
+    if isinstance(version, float):
+        return f"f{version!r}"
+    if isinstance(version, str):
+        return f"s{version}"
+    raise InvalidInput(f"a channel version must be int, float or str, not {version!r}")

@@ -1,0 +1,96 @@
+"""End to end: a real LangGraph graph (four nodes, an interrupt) on CkdbSaver, in a subprocess
+that is SIGKILLed inside a node, then resumed from the store by fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph.graph")
+
+import ckdb
+from ckdb.integrations.langgraph import CkdbSaver
+
+WORKER = Path(__file__).parent / "workers" / "langgraph_graph.py"
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+
+
+def _run(path: Path, mode: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), str(path), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _log(path: Path) -> list[tuple[int, str]]:
+    lines = Path(str(path) + ".log").read_text().split()
+    return [(int(lines[i]), lines[i + 1]) for i in range(0, len(lines), 2)]
+
+
+def test_graph_killed_mid_node_then_resumed(tmp_path: Path) -> None:
+    path = tmp_path / "graph.ckdb"
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(path), "start"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the work node runs (or the worker dies)
+        assert json.loads(line)["event"] == "work-started", proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed_pid = proc.pid
+
+    # What the killed run left: the checkpoint after "plan", with "work" still to run.
+    with ckdb.open(path, retention=None) as store:
+        tup = CkdbSaver(store).get_tuple({"configurable": {"thread_id": "conversation-1"}})
+        assert tup is not None
+        assert tup.checkpoint["channel_values"]["steps"] == ["plan"]
+        assert tup.metadata["step"] == 1
+
+    interrupted = _run(path, "resume")
+    assert interrupted["event"] == "interrupted"
+    assert interrupted["interrupts"] == [
+        {"question": "approve the draft?", "draft": "OUTLINE FOR CKDB"}
+    ]
+    assert interrupted["steps"] == ["plan", "work"]
+
+    done = _run(path, "approve")
+    assert done["event"] == "done"
+    assert done["next"] == []
+    assert done["state"]["steps"] == ["plan", "work", "review:approved", "finish"]
+    assert done["state"]["verdict"] == "approved"
+    assert done["state"]["draft"] == "OUTLINE FOR CKDB"
+
+    log = _log(path)
+    # plan ran once, in the killed process; work started there, was killed, and ran again
+    # after the resume; review and finish ran once each, after approval.
+    assert [n for p, n in log if p == killed_pid] == ["plan", "work"]
+    assert [n for _p, n in log] == ["plan", "work", "work", "review", "finish"]
+
+    # History: every step's checkpoint is listed, newest first, and verifies.
+    with ckdb.open(path, retention=None) as store:
+        saver = CkdbSaver(store)
+        history = list(saver.list({"configurable": {"thread_id": "conversation-1"}}))
+        steps = [t.metadata["step"] for t in history]
+        assert steps == sorted(steps, reverse=True)
+        assert steps[-1] == -1

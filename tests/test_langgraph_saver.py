@@ -1,0 +1,239 @@
+"""CkdbSaver beyond the conformance suite: per-channel blobs, frames, no pickle, retention,
+persistence, encrypted keys, async off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph.checkpoint.base")
+
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+import ckdb
+from ckdb.integrations._langgraph_layout import DB_BLOBS, DB_CHECKPOINTS, DB_RUNS, DB_WRITES
+from ckdb.integrations.langgraph import CkdbSaver
+from ckdb.retention import RetentionPolicy
+
+
+def _cfg(tid: str, ns: str = "", cid: str | None = None) -> Any:
+    conf: dict[str, Any] = {"thread_id": tid, "checkpoint_ns": ns}
+    if cid:
+        conf["checkpoint_id"] = cid
+    return {"configurable": conf}
+
+
+def _chain(saver: CkdbSaver, tid: str, n: int, ns: str = "", **md: Any) -> list[Any]:
+    """n checkpoints; channel "big" set once, "count" changes every step."""
+    out, parent = [], None
+    versions: dict[str, Any] = {}
+    for i in range(n):
+        new = {"count": saver.get_next_version(versions.get("count"), None)}
+        if i == 0:
+            new["big"] = saver.get_next_version(None, None)
+        versions.update(new)
+        cp = generate_checkpoint(
+            channel_values={"big": "x" * 5000, "count": i}, channel_versions=dict(versions)
+        )
+        parent = saver.put(_cfg(tid, ns, parent), cp, generate_metadata(step=i, **md), new)
+        parent = parent["configurable"]["checkpoint_id"]
+        out.append(parent)
+    return out
+
+
+def _count(store: ckdb.Store, db: bytes) -> int:
+    with store._env.read() as txn:
+        return sum(1 for _ in txn.range(db))
+
+
+@pytest.fixture
+def saver(store: ckdb.Store) -> CkdbSaver:
+    return CkdbSaver(store)
+
+
+def test_one_blob_per_changed_channel(saver: CkdbSaver, store: ckdb.Store) -> None:
+    ids = _chain(saver, "t", 5)
+    # "big" once, "count" five times: unchanged channels are not rewritten
+    assert _count(store, DB_BLOBS) == 6
+    for i, cid in enumerate(ids):
+        tup = saver.get_tuple(_cfg("t", cid=cid))
+        assert tup is not None
+        assert tup.checkpoint["channel_values"] == {"big": "x" * 5000, "count": i}
+
+
+def test_tampered_frame_is_an_error_not_data(saver: CkdbSaver, store: ckdb.Store) -> None:
+    _chain(saver, "t", 2)
+    for db in (DB_BLOBS, DB_CHECKPOINTS):
+        with store._env.read() as txn:
+            key, value = next(txn.range(db))
+        bad = bytearray(value)
+        bad[20] ^= 0x01
+
+        def put(txn: Any, db: bytes = db, key: bytes = key, value: bytes = bytes(bad)) -> None:
+            txn.put(db, key, value)
+
+        store._env.write(put)
+        with pytest.raises(ckdb.IntegrityError):
+            saver.get_tuple(_cfg("t", cid=_cid_of(saver, key, db)))
+        store._env.write(lambda txn, db=db, key=key, value=value: txn.put(db, key, value))
+
+
+def _cid_of(saver: CkdbSaver, key: bytes, db: bytes) -> str | None:
+    if db == DB_CHECKPOINTS:
+        from ckdb.integrations._langgraph_layout import split_checkpoint_key
+
+        return split_checkpoint_key(key)[2]
+    return None  # the blob belongs to the first checkpoint's "big": the newest reads it too
+
+
+def test_pickle_refused(store: ckdb.Store) -> None:
+    with pytest.raises(ckdb.InvalidInput):
+        CkdbSaver(store, serde=JsonPlusSerializer(pickle_fallback=True))
+    saver = CkdbSaver(store)
+    assert not getattr(saver.serde, "pickle_fallback", False)
+
+    class Opaque:
+        pass
+
+    cp = generate_checkpoint(channel_values={"o": Opaque()}, channel_versions={"o": 1})
+    with pytest.raises(Exception):  # noqa: B017 - serde's own error: not storable without pickle
+        saver.put(_cfg("t"), cp, generate_metadata(), {"o": 1})
+    assert _count(store, DB_CHECKPOINTS) == 0
+
+
+def test_persists_across_reopen(store_path: Path) -> None:
+    with ckdb.open(store_path, retention=None) as store:
+        saver = CkdbSaver(store)
+        ids = _chain(saver, "t", 3)
+        saver.put_writes(_cfg("t", cid=ids[-1]), [("ch", {"v": 1})], "task-1", "a:b")
+    with ckdb.open(store_path, retention=None) as store:
+        tup = CkdbSaver(store).get_tuple(_cfg("t"))
+        assert tup is not None
+        assert tup.config["configurable"]["checkpoint_id"] == ids[-1]
+        assert tup.parent_config is not None
+        assert tup.parent_config["configurable"]["checkpoint_id"] == ids[-2]
+        assert tup.pending_writes == [("task-1", "ch", {"v": 1})]
+
+
+def test_no_retention_unless_set(store_path: Path) -> None:
+    # even a store opened with ckdb's default ("standard") retention keeps every LangGraph
+    # checkpoint: ckdb policies apply to the saver only when the user sets one on it
+    with ckdb.open(store_path) as store:
+        saver = CkdbSaver(store)
+        _chain(saver, "t", 15)
+        store.prune()
+        assert len(list(saver.list(_cfg("t")))) == 15
+        assert saver.get_retention("t") is None
+
+
+def test_thread_retention_keeps_resume_point(saver: CkdbSaver, store: ckdb.Store) -> None:
+    saver.set_retention("t", "minimal")  # 3 checkpoints, 7 days
+    ids = _chain(saver, "t", 8)
+    child = _chain(saver, "t", 5, ns="child:1")
+    other = _chain(saver, "u", 6)  # no policy: untouched
+    assert [t.checkpoint["id"] for t in saver.list(_cfg("t", ""))] == ids[::-1][:3]
+    assert [t.checkpoint["id"] for t in saver.list(_cfg("t", "child:1"))] == child[::-1][:3]
+    assert len(list(saver.list(_cfg("u")))) == len(other)
+    # blobs of deleted checkpoints are collected; the kept ones still read in full
+    tup = saver.get_tuple(_cfg("t"))
+    assert tup is not None
+    assert tup.checkpoint["channel_values"] == {"big": "x" * 5000, "count": 7}
+
+    # an aggressive policy still never deletes the newest checkpoint of each namespace
+    res = saver.apply_retention("t", RetentionPolicy(max_checkpoints=0, max_age=0))
+    assert sorted(res.deleted) == sorted(ids[-3:-1] + child[-3:-1])
+    assert [t.checkpoint["id"] for t in saver.list(_cfg("t", ""))] == [ids[-1]]
+    assert [t.checkpoint["id"] for t in saver.list(_cfg("t", "child:1"))] == [child[-1]]
+    saver.set_retention("t", None)
+    assert saver.get_retention("t") is None
+
+
+def test_saver_default_retention_and_dry_run(store: ckdb.Store) -> None:
+    saver = CkdbSaver(store, retention=RetentionPolicy(max_checkpoints=2))
+    saver.set_retention("keep-all", None)
+    _chain(saver, "t", 5)
+    _chain(saver, "keep-all", 5)
+    assert len(list(saver.list(_cfg("t")))) == 2
+    assert len(list(saver.list(_cfg("keep-all")))) == 5
+    dry = saver.apply_retention(policy="minimal", dry_run=True)
+    assert dry.dry_run
+    assert len(dry.planned) == 2
+    assert len(list(saver.list(_cfg("keep-all")))) == 5
+
+
+def test_delete_and_copy_leave_no_orphans(saver: CkdbSaver, store: ckdb.Store) -> None:
+    ids = _chain(saver, "t", 4, run_id="r1")
+    saver.put_writes(_cfg("t", cid=ids[-1]), [("ch", 1)], "task")
+    saver.copy_thread("t", "t2")
+    assert [x.checkpoint["id"] for x in saver.list(_cfg("t2"))] == ids[::-1]
+    assert _count(store, DB_RUNS) == 8
+    saver.delete_for_runs(["r1"])
+    for db in (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES, DB_RUNS):
+        assert _count(store, db) == 0, db
+
+
+def test_prune_keep_latest_collects_blobs(saver: CkdbSaver, store: ckdb.Store) -> None:
+    _chain(saver, "t", 6)
+    saver.prune(["t"])
+    assert _count(store, DB_CHECKPOINTS) == 1
+    assert _count(store, DB_BLOBS) == 2  # the survivor's "big" and "count"
+    with pytest.raises(ckdb.InvalidInput):
+        saver.prune(["t"], strategy="keep_some")
+
+
+def test_encrypted_store_keys_hold_no_names(tmp_path: Path) -> None:
+    with ckdb.open(tmp_path / "enc", retention=None, encryption="aes-gcm") as store:
+        saver = CkdbSaver(store)
+        _chain(saver, "secret-thread", 2, ns="secret-ns")
+        saver.put_writes(_cfg("secret-thread", "secret-ns", "x"), [("secret-ch", 1)], "t")
+        with store._env.read() as txn:
+            for db in (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES):
+                for key, value in txn.range(db):
+                    assert b"secret" not in key and b"secret" not in value
+        (tup,) = list(saver.list(None, limit=1))
+        assert tup.config["configurable"]["thread_id"] == "secret-thread"
+        assert tup.config["configurable"]["checkpoint_ns"] == "secret-ns"
+
+
+def test_overlong_key_is_invalid_input(saver: CkdbSaver) -> None:
+    cp = generate_checkpoint()
+    with pytest.raises(ckdb.InvalidInput):
+        saver.put(_cfg("t" * 600), cp, generate_metadata(), {})
+
+
+def test_async_runs_off_the_event_loop(saver: CkdbSaver, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    real_put = saver.put
+
+    def spy(*a: Any, **k: Any) -> Any:
+        seen.append(threading.get_ident())
+        return real_put(*a, **k)
+
+    monkeypatch.setattr(saver, "put", spy)
+
+    async def main() -> None:
+        cp = generate_checkpoint()
+        await saver.aput(_cfg("t"), cp, generate_metadata(), {})
+        listed = [t async for t in saver.alist(_cfg("t"))]
+        assert listed[0].checkpoint["id"] == cp["id"]
+        await saver.aprune(["t"], strategy="delete")
+        assert await saver.aget_tuple(_cfg("t")) is None
+
+    asyncio.run(main())
+    assert seen and threading.get_ident() not in seen
+
+
+def test_list_across_threads_and_filters(saver: CkdbSaver) -> None:
+    a = _chain(saver, "a", 3, run_id="ra")
+    b = _chain(saver, "b", 2, run_id="rb")
+    everything = [t.checkpoint["id"] for t in saver.list(None)]
+    assert sorted(everything, reverse=True) == everything
+    assert set(everything) == set(a + b)
+    assert [t.checkpoint["id"] for t in saver.list(None, filter={"run_id": "rb"})] == b[::-1]
+    got = [t.checkpoint["id"] for t in saver.list(_cfg("a"), before=_cfg("a", cid=a[2]), limit=1)]
+    assert got == [a[1]]

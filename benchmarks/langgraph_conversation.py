@@ -1,0 +1,181 @@
+"""Benchmark: a 300-step growing conversation on CkdbSaver beside LangGraph's SqliteSaver.
+
+    python benchmarks/langgraph_conversation.py [--steps 300] [--repeats 1] [--workdir DIR]
+
+Requires ``langgraph`` and ``langgraph-checkpoint-sqlite`` besides ckdb.
+
+The graph: one ``assistant`` node; state = ``messages`` (a growing list, LangGraph's ``add``
+reducer), ``context`` (a ~16 KB document set by the first turn and never changed again, as a
+system prompt, retrieved documents or a tool schema would be) and ``turn``. Each step is one
+``graph.invoke`` with a new user message, ``durability="sync"`` (the step's checkpoints are
+durable when ``invoke`` returns), so each step writes two checkpoints (input and loop) plus the
+node's pending writes.
+
+Timed: each step's ``invoke``; reported: the median over all steps and over the last 50 (the
+state is largest there), and the database size after the last step (ckdb: the LMDB file and the
+bytes in use, ``(last_pgno + 1) * page size``; SQLite: the file after a ``wal_checkpoint
+(TRUNCATE)``). Each system's durable default: ckdb ``durability="sync"``, SqliteSaver's WAL with
+SQLite's default ``synchronous=FULL``. Ratio = ckdb / SQLite (below 1: ckdb is faster/smaller).
+
+Why the sizes differ: SqliteSaver stores the whole channel state in every checkpoint row, so the
+unchanged ``context`` and the whole message list are rewritten every step; CkdbSaver stores one
+compressed blob per (channel, version), so ``context`` is stored once and only ``messages`` and
+``turn`` are written per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import os
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+
+import ckdb
+from ckdb.integrations.langgraph import CkdbSaver
+
+WORDS = [
+    *[
+        "agent",
+        "checkpoint",
+        "state",
+        "restore",
+        "thread",
+        "channel",
+        "value",
+        "version",
+        "retention",
+        "policy",
+    ],
+    *[
+        "frame",
+        "tag",
+        "durable",
+        "commit",
+        "crash",
+        "resume",
+        "graph",
+        "node",
+        "edge",
+        "interrupt",
+        "write",
+        "blob",
+    ],
+]
+
+
+class State(TypedDict, total=False):
+    messages: Annotated[list[dict[str, str]], operator.add]
+    context: str
+    turn: int
+
+
+def _text(rng: random.Random, n_words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+def build_graph(saver: BaseCheckpointSaver[Any]) -> Any:
+    def assistant(state: State) -> State:
+        turn = state.get("turn", 0) + 1
+        rng = random.Random(turn)
+        reply = {"role": "assistant", "content": _text(rng, 60)}
+        return {"messages": [reply], "turn": turn}
+
+    g: StateGraph[State] = StateGraph(State)
+    g.add_node("assistant", assistant)
+    g.add_edge(START, "assistant")
+    g.add_edge("assistant", END)
+    return g.compile(checkpointer=saver)
+
+
+def converse(saver: BaseCheckpointSaver[Any], steps: int) -> list[float]:
+    graph = build_graph(saver)
+    config = {"configurable": {"thread_id": "conversation"}}
+    rng = random.Random(42)
+    context = _text(random.Random(0), 2300)  # ~16 KB
+    times = []
+    for i in range(steps):
+        inp: State = {"messages": [{"role": "user", "content": _text(rng, 25)}]}
+        if i == 0:
+            inp["context"] = context
+        t0 = time.perf_counter()
+        graph.invoke(inp, config, durability="sync")
+        times.append(time.perf_counter() - t0)
+    final = graph.get_state(config).values
+    assert len(final["messages"]) == 2 * steps
+    assert final["context"] == context
+    return times
+
+
+def run_ckdb(workdir: Path, steps: int) -> tuple[list[float], dict[str, int]]:
+    path = workdir / "conv.ckdb"
+    with ckdb.open(path, retention=None) as store:
+        times = converse(CkdbSaver(store), steps)
+        info = store._env.info()
+        used = (info["last_pgno"] + 1) * info["stat_psize"]
+    return times, {"file": os.path.getsize(path / "data.mdb"), "used": used}
+
+
+def run_sqlite(workdir: Path, steps: int) -> tuple[list[float], dict[str, int]]:
+    path = workdir / "conv.sqlite"
+    conn = sqlite3.connect(path, check_same_thread=False)
+    try:
+        times = converse(SqliteSaver(conn), steps)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    size = os.path.getsize(path)
+    return times, {"file": size, "used": size}
+
+
+def _ms(xs: list[float]) -> float:
+    return statistics.median(xs) * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    runners: dict[str, Callable[[Path, int], tuple[list[float], dict[str, int]]]] = {
+        "ckdb": run_ckdb,
+        "sqlite": run_sqlite,
+    }
+    results: dict[str, list[tuple[list[float], dict[str, int]]]] = {k: [] for k in runners}
+    for r in range(args.repeats):
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))
+        for name in order:
+            with tempfile.TemporaryDirectory(dir=args.workdir) as d:
+                results[name].append(runners[name](Path(d), args.steps))
+    rows = {}
+    for name, runs in results.items():
+        all_t = [t for times, _ in runs for t in times]
+        late = [t for times, _ in runs for t in times[-50:]]
+        size = runs[-1][1]
+        rows[name] = (_ms(all_t), _ms(late), size["file"], size["used"])
+        print(
+            f"{name:7s} median step {rows[name][0]:7.2f} ms | last-50 median {rows[name][1]:7.2f} ms"
+            f" | file {size['file'] / 1e6:8.2f} MB | in use {size['used'] / 1e6:8.2f} MB"
+        )
+    c, s = rows["ckdb"], rows["sqlite"]
+    print(
+        f"ratio ckdb/sqlite: step {c[0] / s[0]:.2f}, last-50 {c[1] / s[1]:.2f}, "
+        f"file {c[2] / s[2]:.3f}, in use {c[3] / s[3]:.3f}  ({args.steps} steps, "
+        f"{args.repeats} repeat(s))"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

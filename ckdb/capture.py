@@ -71,7 +71,7 @@ class Capture:
     referenced: set[bytes] = field(factory=set)  # every distinct chunk the manifest names
     pending: dict[bytes, bytes] = field(factory=dict)  # chunk frames not yet committed
     pending_bytes: int = 0
-    codec: Codec = Codec.ZSTD
+    codec: Codec = Codec.AUTO
     ahead: set[bytes] = field(factory=set)  # chunks committed ahead under the lease
     sources: dict[bytes, tuple[str | bytes, int, int]] = field(
         factory=dict
@@ -143,7 +143,7 @@ def capture_tree(
     exclude: Sequence[str] | None = None,
     previous: dict[str, Any] | None = None,
     progress: Progress | None = None,
-    codec: Codec = Codec.ZSTD,
+    codec: Codec = Codec.AUTO,
 ) -> Capture:
     """Capture ``root``. A missing root is recorded as the file state's error, not raised."""
     start_ns = time.time_ns()

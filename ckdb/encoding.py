@@ -10,6 +10,7 @@ datetimes, objects — is an :class:`InvalidInput` naming the path to the bad va
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import msgpack
@@ -36,7 +37,19 @@ def _ext_hook(code: int, data: bytes) -> object:
     raise FormatError(f"unknown msgpack extension type {code}")
 
 
+_local = threading.local()
+
+
 def _packer() -> Any:
+    """One reused Packer per thread (a Packer is not thread-safe; creating one per call costs
+    more than packing an 8 KiB state)."""
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = _new_packer()
+    return packer
+
+
+def _new_packer() -> Any:
     return msgpack.Packer(strict_types=True, use_bin_type=True, default=_default, datetime=False)
 
 

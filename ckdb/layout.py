@@ -97,6 +97,9 @@ class Codec(enum.IntEnum):
     NONE = 0
     ZSTD = 1
     LZ4 = 2
+    #: Not stored: "choose by size" (lz4 below AUTO_ZSTD_FROM bytes, where latency wins; zstd
+    #: level 1 above, where the bytes saved pay for it). The frame records what was used.
+    AUTO = 255
 
 
 # --- registry entry ------------------------------------------------------------------------------

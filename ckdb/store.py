@@ -129,14 +129,16 @@ _RETENTION_PREFIX = b"retention/"
 
 
 def _codec_for(compression: object) -> Codec:
-    if compression is True or compression == "zstd":
+    if compression is True or compression == "auto":
+        return Codec.AUTO
+    if compression == "zstd":
         return Codec.ZSTD
     if compression is False or compression is None or compression == "none":
         return Codec.NONE
     if compression == "lz4":
         return Codec.LZ4
     raise InvalidInput(
-        f"compression must be True, False, 'zstd', 'lz4' or 'none', not {compression!r}"
+        f"compression must be True, False, 'auto', 'zstd', 'lz4' or 'none', not {compression!r}"
     )
 
 
@@ -462,7 +464,7 @@ class Store:
         with self._env.read() as txn:
             return txn.get(DB_CHUNKS, cid) is not None
 
-    def chunk_frame(self, cid: bytes, data: bytes | memoryview, codec: Codec = Codec.ZSTD) -> bytes:
+    def chunk_frame(self, cid: bytes, data: bytes | memoryview, codec: Codec = Codec.AUTO) -> bytes:
         return self._frame(RecordType.CHUNK, DB_CHUNKS, cid, bytes(data), codec)
 
     def commit_ahead(self, lease_id: bytes, frames: dict[bytes, bytes], leased: set[bytes]) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Self
 
 import attrs
-from attrs import frozen
 
 from ckdb import encoding, keys
+from ckdb._create import _codec_for, create_checkpoint  # noqa: F401 - re-exported
 from ckdb._env import DEFAULT_MAP_SIZE, Env, Txn
 from ckdb._open import (
     _aware_us,
@@ -38,15 +38,12 @@ from ckdb._open import (
     check_format,
 )
 from ckdb.capture import (
-    Capture,
-    capture_tree,
     check_manifest,
     file_state,
     manifest_chunks,
-    reread_chunk,
 )
-from ckdb.chunks import LEASE_SECONDS, add_refs, content_id, lease_key, put_lease, release_refs
-from ckdb.codec import decode_frame, decode_registry, encode_frame, encode_registry, parse_frame
+from ckdb.chunks import LEASE_SECONDS, content_id, put_lease, release_refs
+from ckdb.codec import decode_frame, decode_registry, encode_frame, encode_registry
 from ckdb.errors import (
     CheckpointNotFound,
     CkdbError,
@@ -71,7 +68,6 @@ from ckdb.layout import (
     DB_REGISTRY,
     DB_SETTINGS,
     DB_WORKFLOWS,
-    FLAG_FILES,
     FLAG_MANUAL,
     FLAG_MARKED,
     FLAG_PINNED,
@@ -84,7 +80,6 @@ from ckdb.layout import (
     check_name,
     id_from_text,
     id_to_text,
-    new_id,
     payload_key,
     prefix_end,
     registry_key,
@@ -103,7 +98,7 @@ from ckdb.meta import (  # noqa: F401 - re-exported
     _Meta,
     _now_us,
 )
-from ckdb.pruning import AUTO_MAX, BATCH, delete_victims, registry_entries
+from ckdb.pruning import BATCH, delete_victims, registry_entries
 from ckdb.records import (
     KIND_AUTOMATIC,
     KIND_MANUAL,
@@ -126,38 +121,6 @@ from ckdb.scrub import Finding, Scrubber, ScrubReport
 _log = logging.getLogger("ckdb")
 DURABILITIES = ("sync", "relaxed")
 _RETENTION_PREFIX = b"retention/"
-
-
-def _codec_for(compression: object) -> Codec:
-    if compression is True or compression == "auto":
-        return Codec.AUTO
-    if compression == "zstd":
-        return Codec.ZSTD
-    if compression is False or compression is None or compression == "none":
-        return Codec.NONE
-    if compression == "lz4":
-        return Codec.LZ4
-    raise InvalidInput(
-        f"compression must be True, False, 'auto', 'zstd', 'lz4' or 'none', not {compression!r}"
-    )
-
-
-class _MissingChunks(Exception):
-    def __init__(self, chunks: list[bytes]) -> None:
-        super().__init__(f"{len(chunks)} chunks missing at commit")
-        self.chunks = chunks
-
-
-@frozen
-class _Part:
-    """One payload frame of a checkpoint, built outside the write lock."""
-
-    rtype: RecordType
-    name: str
-    key: bytes
-    frame: bytes
-    raw_size: int
-    digest: bytes
 
 
 def open(
@@ -515,224 +478,26 @@ class Store:
         it as the workflow's; later checkpoints of the workflow capture it again unless
         ``include_files=False``. Nothing is written unless every input is valid.
         """
-        self._env.check()
-        check_name(workflow_id, "workflow_id")
-        check_name(phase, "phase")
-        if kind not in KINDS:
-            raise InvalidInput(f"kind must be one of {KINDS}, not {kind!r}")
-        if kind == KIND_MANUAL:
-            if name is None:
-                raise InvalidInput("a manual checkpoint needs a name")
-            check_name(name, "name")
-        elif name is not None:
-            check_name(name, "name")
-        if verification_level is not None and verification_level not in LEVELS:
-            raise InvalidInput(f"verification_level must be one of {LEVELS}")
-        creator = self._created_by if created_by is None else check_name(created_by, "created_by")
-        codec = _codec_for(compression)
-        if state is not None and not isinstance(state, Mapping):
-            raise InvalidInput(
-                f"state must be a mapping of component name to value, not {type(state).__name__}"
-            )
-        for pattern in [*(include or ()), *(exclude or ())]:
-            if not isinstance(pattern, str):
-                raise InvalidInput(f"include/exclude patterns must be str, not {pattern!r}")
-        wf_key = self._keys.wf_key(workflow_id)
-
-        # Gather the state: registered captures, then the explicit mapping on top.
-        components: dict[str, Any] = {}
-        with self._components_lock:
-            registered = [n for n, (cap, _r) in self._components.items() if cap is not None]
-        for cname in registered:
-            if cname in ("resources", "dependencies"):
-                continue
-            components[cname] = self._captured(cname)
-        for cname, value in (state or {}).items():
-            check_name(cname, "state component name")
-            components[cname] = value
-        if resources is None and "resources" in registered:
-            resources = self._captured("resources")
-        if dependencies is None and "dependencies" in registered:
-            dependencies = self._captured("dependencies")
-        if not include_resources:
-            resources = None
-
-        cid = new_id()
-        parts: list[_Part] = []
-
-        def add(rtype: RecordType, cname: str, value: Any, path: str) -> None:
-            raw = encoding.encode(value, path)
-            key = payload_key(cid, rtype, cname)
-            frame = self._frame(rtype, DB_PAYLOADS, key, raw, codec)
-            parts.append(_Part(rtype, cname, key, frame, len(raw), hashlib.sha256(raw).digest()))
-
-        for cname, value in components.items():
-            add(RecordType.COMPONENT, cname, value, f"state.{cname}")
-        if resources is not None:
-            add(RecordType.RESOURCES, "resources", resources, "resources")
-        if dependencies is not None:
-            add(RecordType.DEPENDENCIES, "dependencies", dependencies, "dependencies")
-
-        # Files: capture outside the write lock (chunks of large captures are committed ahead).
-        cap: Capture | None = None
-        if include_files:
-            root: str | None = None
-            previous: dict[str, Any] | None = None
-            with self._env.read() as txn:
-                wf_doc0 = self._workflow_doc(txn, wf_key, workflow_id)
-                if files is not None:
-                    root = os.fspath(files)
-                elif wf_doc0 is not None:
-                    root = wf_doc0.get("working_directory")
-                if root is not None:
-                    previous = self._previous_manifest(txn, wf_key)
-            if root is not None:
-                cap = capture_tree(
-                    root,
-                    self,
-                    include=include,
-                    exclude=exclude,
-                    previous=previous,
-                    progress=progress,
-                    codec=codec,
-                )
-                add(RecordType.MANIFEST, "files", cap.doc, "files")
-
-        flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
-        if cap is not None:
-            flags |= FLAG_FILES
-        comps = [[int(p.rtype), p.name, p.raw_size, len(p.frame), p.digest] for p in parts]
-        integrity = _integrity(cid, comps)
-        estimate = sum(len(p.frame) for p in parts) + 4096
-        if cap is not None:
-            estimate += sum(len(f) for f in cap.pending.values())
-
-        def apply(txn: Txn) -> CheckpointInfo:
-            wf_doc = self._workflow_doc(txn, wf_key, workflow_id)
-            if wf_doc is None:
-                wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
-            seq = int(wf_doc["next_seq"])
-            for last_key, _value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-                # A lost or rolled-back workflow record must not hand out a taken sequence.
-                seq = max(seq, split_registry_key(last_key)[1] + 1)
-                break
-            parent = None
-            for reg_key_, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-                try:  # the newest entry that verifies (a damaged one names no parent)
-                    parent = decode_registry(self._keys.mac, reg_key_, value)[0]
-                    break
-                except IntegrityError:
-                    continue
-            created_us = _now_us()
-            meta_doc = {
-                "v": METADATA_VERSION,
-                "id": cid,
-                "workflow_id": workflow_id,
-                "phase": phase,
-                "kind": kind,
-                "name": name,
-                "created_at": created_us,
-                "created_by": creator,
-                "seq": seq,
-                "parent": parent,
-                "components": comps,
-                "integrity": integrity,
-            }
-            meta_frame = self._frame(
-                RecordType.METADATA, DB_CHECKPOINTS, cid, encoding.encode(meta_doc), Codec.NONE
-            )
-            reg_key = registry_key(wf_key, seq)
-            reg_value = self._registry_value(reg_key, cid, created_us, flags)
-            wf_doc["next_seq"] = seq + 1
-            if cap is not None:
-                wf_doc["working_directory"] = cap.root
-            wf_frame = self._frame(
-                RecordType.WORKFLOW, DB_WORKFLOWS, wf_key, encoding.encode(wf_doc), Codec.NONE
-            )
-            if not txn.put(DB_CHECKPOINTS, cid, meta_frame, overwrite=False):
-                raise IntegrityError(f"checkpoint id {id_to_text(cid)} already exists")
-            written = [(DB_CHECKPOINTS, cid, meta_frame)]
-            for p in parts:
-                txn.put(DB_PAYLOADS, p.key, p.frame)
-                written.append((DB_PAYLOADS, p.key, p.frame))
-            if not txn.put(DB_REGISTRY, reg_key, reg_value, overwrite=False):
-                raise IntegrityError(f"registry slot {seq} of {workflow_id!r} is already taken")
-            txn.put(DB_WORKFLOWS, wf_key, wf_frame)
-            written.append((DB_WORKFLOWS, wf_key, wf_frame))
-            if cap is not None:
-                for chunk_id, frame in cap.pending.items():
-                    if txn.put(DB_CHUNKS, chunk_id, frame, overwrite=False):
-                        written.append((DB_CHUNKS, chunk_id, frame))
-                # Re-check every chunk the manifest references: one may have been reclaimed
-                # (its last reference deleted) since the capture saw it.
-                missing = [
-                    c
-                    for c in cap.referenced
-                    if c not in cap.pending and txn.get(DB_CHUNKS, c) is None
-                ]
-                if missing:
-                    raise _MissingChunks(missing)
-                add_refs(txn, self._keys, cap.referenced)
-                if cap.lease_id is not None:
-                    txn.delete(DB_SETTINGS, lease_key(cap.lease_id))
-            if kind == KIND_AUTOMATIC:
-                # Seed: an automatic checkpoint applies its workflow's retention after it
-                # commits; here in the same transaction, bounded per create.
-                policy = self._policy_in(txn, wf_key)
-                if policy is not None:
-                    now = _dt(created_us)
-                    planned = plan_retention(registry_entries(self, txn, wf_key), policy, now)
-                    if planned.delete:
-                        seqs = self._seqs(txn, wf_key, planned.delete[:AUTO_MAX])
-                        delete_victims(self, txn, wf_key, seqs, created_us)
-            # Read every value back inside the transaction and verify it before committing.
-            for db, key, frame in written:
-                back = txn.get(db, key)
-                if back != frame:
-                    raise IntegrityError(f"read-back of {db.decode()} differs from what was put")
-                parse_frame(self._keys.mac, db, key, back)
-            if txn.get(DB_REGISTRY, reg_key) != reg_value:
-                raise IntegrityError("read-back of the registry entry differs from what was put")
-            return _Meta(
-                cid,
-                workflow_id,
-                phase,
-                kind,
-                name,
-                created_us,
-                creator,
-                seq,
-                parent,
-                comps,
-                integrity,
-            ).info(flags)
-
-        for _attempt in range(4):
-            try:
-                info = self._env.write(apply, estimate=estimate)
-                break
-            except _MissingChunks as missing:
-                assert cap is not None
-                for chunk_id in missing.chunks:
-                    data = reread_chunk(cap.root, cap.sources[chunk_id])
-                    if content_id(self._keys, data) != chunk_id:
-                        raise InvalidInput(
-                            f"{os.fsdecode(cap.sources[chunk_id][0])} changed while it was being "
-                            "captured; nothing was written, try again"
-                        ) from None
-                    cap.pending[chunk_id] = self.chunk_frame(chunk_id, data, cap.codec)
-        else:
-            raise IntegrityError("chunks kept disappearing during the commit; nothing was written")
-        if cap is not None and cap.warnings:
-            info = attrs.evolve(info, warnings=tuple(cap.warnings))
-        if verification_level is not None:
-            report = self.validate(info.id, level=verification_level)
-            if not report.ok:
-                raise IntegrityError(
-                    f"checkpoint {info.id} failed {verification_level} validation right after "
-                    f"creation: {'; '.join(report.findings)}"
-                )
-        return info
+        return create_checkpoint(
+            self,
+            workflow_id,
+            phase,
+            state=state,
+            resources=resources,
+            dependencies=dependencies,
+            files=files,
+            include=include,
+            exclude=exclude,
+            kind=kind,
+            name=name,
+            include_files=include_files,
+            include_resources=include_resources,
+            compression=compression,
+            verification_level=verification_level,
+            pinned=pinned,
+            created_by=created_by,
+            progress=progress,
+        )
 
     def _workflow_doc(self, txn: Txn, wf_key: bytes, workflow_id: str) -> dict[str, Any] | None:
         raw = txn.get(DB_WORKFLOWS, wf_key)

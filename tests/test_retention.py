@@ -28,6 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ckdb
+import ckdb._create
 import ckdb.store
 from ckdb import pruning
 from ckdb.chunks import decode_refs
@@ -443,7 +444,7 @@ def test_same_millisecond_automatic_checkpoints_are_counted(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frozen = int(BASE.timestamp() * 1_000_000)
-    monkeypatch.setattr(ckdb.store, "_now_us", lambda: frozen)
+    monkeypatch.setattr(ckdb._create, "_now_us", lambda: frozen)  # create takes its clock there
     with ckdb.open(store_path) as s:
         created = fill(s, "wf", 15)
         assert {c.created_at for c in s.list("wf")} == {BASE}

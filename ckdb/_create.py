@@ -1,0 +1,352 @@
+"""Store.create: validate, gather components, capture files, build frames, commit once.
+
+Write protocol (``docs/format.md`` has the byte tables and the crash windows):
+
+1. Validate every input; encode, compress and tag every payload frame outside the write lock.
+2. One write transaction (a re-runnable function, merged with other threads' by group commit):
+   assign the workflow sequence and parent, build the metadata frame, put payloads, metadata,
+   registry entry, workflow record and chunks, re-check every referenced chunk, add references,
+   apply automatic retention, read every value back and verify it, commit. The commit is the
+   commit point: before it nothing of the checkpoint is visible, after it all of it is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from attrs import frozen
+
+from ckdb import encoding
+from ckdb._env import Txn
+from ckdb.capture import (
+    Capture,
+    capture_tree,
+    reread_chunk,
+)
+from ckdb.chunks import add_refs, content_id, lease_key
+from ckdb.codec import decode_registry, parse_frame
+from ckdb.errors import (
+    IntegrityError,
+    InvalidInput,
+)
+from ckdb.integrity import LEVELS
+from ckdb.layout import (
+    DB_CHECKPOINTS,
+    DB_CHUNKS,
+    DB_PAYLOADS,
+    DB_REGISTRY,
+    DB_SETTINGS,
+    DB_WORKFLOWS,
+    FLAG_FILES,
+    FLAG_MANUAL,
+    FLAG_PINNED,
+    Codec,
+    RecordType,
+    check_name,
+    id_to_text,
+    new_id,
+    payload_key,
+    registry_key,
+    split_registry_key,
+)
+from ckdb.meta import (
+    METADATA_VERSION,
+    _dt,
+    _integrity,
+    _Meta,
+    _now_us,
+)
+from ckdb.pruning import AUTO_MAX, delete_victims, registry_entries
+from ckdb.records import (
+    KIND_AUTOMATIC,
+    KIND_MANUAL,
+    KINDS,
+    CheckpointInfo,
+)
+from ckdb.retention import plan as plan_retention
+
+if TYPE_CHECKING:
+    from ckdb.store import Store
+
+
+def _codec_for(compression: object) -> Codec:
+    if compression is True or compression == "auto":
+        return Codec.AUTO
+    if compression == "zstd":
+        return Codec.ZSTD
+    if compression is False or compression is None or compression == "none":
+        return Codec.NONE
+    if compression == "lz4":
+        return Codec.LZ4
+    raise InvalidInput(
+        f"compression must be True, False, 'auto', 'zstd', 'lz4' or 'none', not {compression!r}"
+    )
+
+
+class _MissingChunks(Exception):
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__(f"{len(chunks)} chunks missing at commit")
+        self.chunks = chunks
+
+
+@frozen
+class _Part:
+    """One payload frame of a checkpoint, built outside the write lock."""
+
+    rtype: RecordType
+    name: str
+    key: bytes
+    frame: bytes
+    raw_size: int
+    digest: bytes
+
+
+def create_checkpoint(
+    store: Store,
+    workflow_id: str,
+    phase: str,
+    *,
+    state: Mapping[str, Any] | None = None,
+    resources: Any = None,
+    dependencies: Any = None,
+    files: str | os.PathLike[str] | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    kind: str = KIND_AUTOMATIC,
+    name: str | None = None,
+    include_files: bool = True,
+    include_resources: bool = True,
+    compression: bool | str = True,
+    verification_level: str | None = None,
+    pinned: bool = False,
+    created_by: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckpointInfo:
+    """Create a checkpoint; returns its metadata once it is durable.
+
+    ``state`` maps component names (phase, task, agent, progress, configuration, or your own)
+    to encodable values; components registered with :meth:`register_component` are captured
+    too (``state`` wins on a name clash). ``files`` captures a working directory and records
+    it as the workflow's; later checkpoints of the workflow capture it again unless
+    ``include_files=False``. Nothing is written unless every input is valid.
+    """
+    store._env.check()
+    check_name(workflow_id, "workflow_id")
+    check_name(phase, "phase")
+    if kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {KINDS}, not {kind!r}")
+    if kind == KIND_MANUAL:
+        if name is None:
+            raise InvalidInput("a manual checkpoint needs a name")
+        check_name(name, "name")
+    elif name is not None:
+        check_name(name, "name")
+    if verification_level is not None and verification_level not in LEVELS:
+        raise InvalidInput(f"verification_level must be one of {LEVELS}")
+    creator = store._created_by if created_by is None else check_name(created_by, "created_by")
+    codec = _codec_for(compression)
+    if state is not None and not isinstance(state, Mapping):
+        raise InvalidInput(
+            f"state must be a mapping of component name to value, not {type(state).__name__}"
+        )
+    for pattern in [*(include or ()), *(exclude or ())]:
+        if not isinstance(pattern, str):
+            raise InvalidInput(f"include/exclude patterns must be str, not {pattern!r}")
+    wf_key = store._keys.wf_key(workflow_id)
+
+    # Gather the state: registered captures, then the explicit mapping on top.
+    components: dict[str, Any] = {}
+    with store._components_lock:
+        registered = [n for n, (cap, _r) in store._components.items() if cap is not None]
+    for cname in registered:
+        if cname in ("resources", "dependencies"):
+            continue
+        components[cname] = store._captured(cname)
+    for cname, value in (state or {}).items():
+        check_name(cname, "state component name")
+        components[cname] = value
+    if resources is None and "resources" in registered:
+        resources = store._captured("resources")
+    if dependencies is None and "dependencies" in registered:
+        dependencies = store._captured("dependencies")
+    if not include_resources:
+        resources = None
+
+    cid = new_id()
+    parts: list[_Part] = []
+
+    def add(rtype: RecordType, cname: str, value: Any, path: str) -> None:
+        raw = encoding.encode(value, path)
+        key = payload_key(cid, rtype, cname)
+        frame = store._frame(rtype, DB_PAYLOADS, key, raw, codec)
+        parts.append(_Part(rtype, cname, key, frame, len(raw), hashlib.sha256(raw).digest()))
+
+    for cname, value in components.items():
+        add(RecordType.COMPONENT, cname, value, f"state.{cname}")
+    if resources is not None:
+        add(RecordType.RESOURCES, "resources", resources, "resources")
+    if dependencies is not None:
+        add(RecordType.DEPENDENCIES, "dependencies", dependencies, "dependencies")
+
+    # Files: capture outside the write lock (chunks of large captures are committed ahead).
+    cap: Capture | None = None
+    if include_files:
+        root: str | None = None
+        previous: dict[str, Any] | None = None
+        with store._env.read() as txn:
+            wf_doc0 = store._workflow_doc(txn, wf_key, workflow_id)
+            if files is not None:
+                root = os.fspath(files)
+            elif wf_doc0 is not None:
+                root = wf_doc0.get("working_directory")
+            if root is not None:
+                previous = store._previous_manifest(txn, wf_key)
+        if root is not None:
+            cap = capture_tree(
+                root,
+                store,
+                include=include,
+                exclude=exclude,
+                previous=previous,
+                progress=progress,
+                codec=codec,
+            )
+            add(RecordType.MANIFEST, "files", cap.doc, "files")
+
+    flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
+    if cap is not None:
+        flags |= FLAG_FILES
+    comps = [[int(p.rtype), p.name, p.raw_size, len(p.frame), p.digest] for p in parts]
+    integrity = _integrity(cid, comps)
+    estimate = sum(len(p.frame) for p in parts) + 4096
+    if cap is not None:
+        estimate += sum(len(f) for f in cap.pending.values())
+
+    def apply(txn: Txn) -> CheckpointInfo:
+        wf_doc = store._workflow_doc(txn, wf_key, workflow_id)
+        if wf_doc is None:
+            wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
+        seq = int(wf_doc["next_seq"])
+        for last_key, _value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+            # A lost or rolled-back workflow record must not hand out a taken sequence.
+            seq = max(seq, split_registry_key(last_key)[1] + 1)
+            break
+        parent = None
+        for reg_key_, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+            try:  # the newest entry that verifies (a damaged one names no parent)
+                parent = decode_registry(store._keys.mac, reg_key_, value)[0]
+                break
+            except IntegrityError:
+                continue
+        created_us = _now_us()
+        meta_doc = {
+            "v": METADATA_VERSION,
+            "id": cid,
+            "workflow_id": workflow_id,
+            "phase": phase,
+            "kind": kind,
+            "name": name,
+            "created_at": created_us,
+            "created_by": creator,
+            "seq": seq,
+            "parent": parent,
+            "components": comps,
+            "integrity": integrity,
+        }
+        meta_frame = store._frame(
+            RecordType.METADATA, DB_CHECKPOINTS, cid, encoding.encode(meta_doc), Codec.NONE
+        )
+        reg_key = registry_key(wf_key, seq)
+        reg_value = store._registry_value(reg_key, cid, created_us, flags)
+        wf_doc["next_seq"] = seq + 1
+        if cap is not None:
+            wf_doc["working_directory"] = cap.root
+        wf_frame = store._frame(
+            RecordType.WORKFLOW, DB_WORKFLOWS, wf_key, encoding.encode(wf_doc), Codec.NONE
+        )
+        if not txn.put(DB_CHECKPOINTS, cid, meta_frame, overwrite=False):
+            raise IntegrityError(f"checkpoint id {id_to_text(cid)} already exists")
+        written = [(DB_CHECKPOINTS, cid, meta_frame)]
+        for p in parts:
+            txn.put(DB_PAYLOADS, p.key, p.frame)
+            written.append((DB_PAYLOADS, p.key, p.frame))
+        if not txn.put(DB_REGISTRY, reg_key, reg_value, overwrite=False):
+            raise IntegrityError(f"registry slot {seq} of {workflow_id!r} is already taken")
+        txn.put(DB_WORKFLOWS, wf_key, wf_frame)
+        written.append((DB_WORKFLOWS, wf_key, wf_frame))
+        if cap is not None:
+            for chunk_id, frame in cap.pending.items():
+                if txn.put(DB_CHUNKS, chunk_id, frame, overwrite=False):
+                    written.append((DB_CHUNKS, chunk_id, frame))
+            # Re-check every chunk the manifest references: one may have been reclaimed
+            # (its last reference deleted) since the capture saw it.
+            missing = [
+                c for c in cap.referenced if c not in cap.pending and txn.get(DB_CHUNKS, c) is None
+            ]
+            if missing:
+                raise _MissingChunks(missing)
+            add_refs(txn, store._keys, cap.referenced)
+            if cap.lease_id is not None:
+                txn.delete(DB_SETTINGS, lease_key(cap.lease_id))
+        if kind == KIND_AUTOMATIC:
+            # Seed: an automatic checkpoint applies its workflow's retention after it
+            # commits; here in the same transaction, bounded per create.
+            policy = store._policy_in(txn, wf_key)
+            if policy is not None:
+                now = _dt(created_us)
+                planned = plan_retention(registry_entries(store, txn, wf_key), policy, now)
+                if planned.delete:
+                    seqs = store._seqs(txn, wf_key, planned.delete[:AUTO_MAX])
+                    delete_victims(store, txn, wf_key, seqs, created_us)
+        # Read every value back inside the transaction and verify it before committing.
+        for db, key, frame in written:
+            back = txn.get(db, key)
+            if back != frame:
+                raise IntegrityError(f"read-back of {db.decode()} differs from what was put")
+            parse_frame(store._keys.mac, db, key, back)
+        if txn.get(DB_REGISTRY, reg_key) != reg_value:
+            raise IntegrityError("read-back of the registry entry differs from what was put")
+        return _Meta(
+            cid,
+            workflow_id,
+            phase,
+            kind,
+            name,
+            created_us,
+            creator,
+            seq,
+            parent,
+            comps,
+            integrity,
+        ).info(flags)
+
+    for _attempt in range(4):
+        try:
+            info = store._env.write(apply, estimate=estimate)
+            break
+        except _MissingChunks as missing:
+            assert cap is not None
+            for chunk_id in missing.chunks:
+                data = reread_chunk(cap.root, cap.sources[chunk_id])
+                if content_id(store._keys, data) != chunk_id:
+                    raise InvalidInput(
+                        f"{os.fsdecode(cap.sources[chunk_id][0])} changed while it was being "
+                        "captured; nothing was written, try again"
+                    ) from None
+                cap.pending[chunk_id] = store.chunk_frame(chunk_id, data, cap.codec)
+    else:
+        raise IntegrityError("chunks kept disappearing during the commit; nothing was written")
+    if cap is not None and cap.warnings:
+        info = attrs.evolve(info, warnings=tuple(cap.warnings))
+    if verification_level is not None:
+        report = store.validate(info.id, level=verification_level)
+        if not report.ok:
+            raise IntegrityError(
+                f"checkpoint {info.id} failed {verification_level} validation right after "
+                f"creation: {'; '.join(report.findings)}"
+            )
+    return info

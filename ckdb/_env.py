@@ -134,14 +134,16 @@ class _Handled(Exception):
 
 
 class _Pending:
-    __slots__ = ("done", "error", "estimate", "fn", "result")
+    __slots__ = ("done", "error", "estimate", "fn", "promoted", "result", "wake")
 
     def __init__(self, fn: Callable[[Txn], Any], estimate: int) -> None:
         self.fn = fn
         self.estimate = estimate
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = threading.Event()
+        self.done = threading.Event()  # its batch has committed (or failed)
+        self.wake = threading.Event()  # done, or promoted to leader
+        self.promoted = False
 
 
 class Txn:
@@ -359,8 +361,14 @@ class Env:
 
     def info(self) -> dict[str, int]:
         self.check()
-        out: dict[str, int] = dict(self._env.info())
-        out.update({f"stat_{k}": v for k, v in self._env.stat().items()})
+        # Under the gate: env.stat()/info() during a concurrent set_mapsize fail with EINVAL
+        # (tests/test_concurrency.py::test_map_grows_while_threads_write_and_read).
+        with self._gate.shared():
+            try:
+                out: dict[str, int] = dict(self._env.info())
+                out.update({f"stat_{k}": v for k, v in self._env.stat().items()})
+            except lmdb.Error as err:
+                raise translate(err, "cannot read the environment's statistics") from None
         return out
 
     # -- transactions ----------------------------------------------------------------------------
@@ -413,22 +421,34 @@ class Env:
             if lead:
                 self._leading = True
         if lead:
-            self._lead()
+            self._lead(item)
         else:
-            item.done.wait()
+            while not item.done.is_set():
+                item.wake.wait()
+                item.wake.clear()
+                if item.promoted and not item.done.is_set():
+                    item.promoted = False
+                    self._lead(item)
         if item.error is not None:
             raise item.error
         return cast(T, item.result)
 
-    def _lead(self) -> None:
-        """Run queued batches until the queue is empty, then give up the leadership."""
+    def _lead(self, mine: _Pending) -> None:
+        """Run queued batches until this caller's own item has committed, then hand the
+        leadership to the next waiting caller (or give it up): a leader never serves others
+        forever while its own call waits to return."""
         while True:
             with self._queue_lock:
+                if mine.done.is_set():
+                    if self._queue:
+                        successor = self._queue[0]
+                        successor.promoted = True
+                        successor.wake.set()
+                    else:
+                        self._leading = False
+                    return
                 batch = self._queue[:MAX_GROUP]
                 del self._queue[:MAX_GROUP]
-                if not batch:
-                    self._leading = False
-                    return
             try:
                 with self._write_lock:
                     self._local.in_write = True
@@ -442,6 +462,7 @@ class Env:
                         item.error = err if isinstance(err, Exception) else StorageError(str(err))
             for item in batch:
                 item.done.set()
+                item.wake.set()
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         estimate = sum(i.estimate for i in batch)

@@ -454,3 +454,42 @@ def test_map_grows_while_threads_write_and_read(store_path: Path) -> None:
         cid, seed, size = published[-1]
         assert again.load(cid).state == state(seed, size)
         again.create("grow-0", "after", state={"x": 1})
+
+
+def test_group_commit_leader_returns_under_sustained_load(store_path: Path) -> None:
+    """A thread that became the group-commit leader returns once its own create is durable,
+    handing the leadership on, even while other threads keep the queue non-empty (a leader that
+    served until the queue drained would never return under sustained load). A liveness check:
+    the generous bound only catches a hang, it measures no speed."""
+    import threading
+
+    with ckdb.open(store_path, retention=None) as store:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def hammer(n: int) -> None:
+            try:
+                while not stop.is_set():
+                    store.create(f"busy-{n}", "p", state={"n": {"v": n}})
+            except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+                errors.append(err)
+
+        busy = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(6)]
+        for t in busy:
+            t.start()
+        done: list[str] = []
+
+        def mine() -> None:
+            for i in range(30):
+                done.append(store.create("mine", "p", state={"i": {"v": i}}).id)
+
+        me = threading.Thread(target=mine, daemon=True)
+        me.start()
+        me.join(timeout=120)
+        stop.set()
+        for t in busy:
+            t.join(timeout=120)
+        assert not me.is_alive(), "a create never returned while other threads kept writing"
+        assert not errors
+        assert len(done) == 30
+        assert [i.id for i in store.list("mine")] == list(reversed(done))

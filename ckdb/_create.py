@@ -13,6 +13,7 @@ Write protocol (``docs/format.md`` has the byte tables and the crash windows):
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from ckdb.capture import (
 from ckdb.chunks import add_refs, content_id, lease_key
 from ckdb.codec import decode_registry, parse_frame
 from ckdb.errors import (
+    CkdbError,
     IntegrityError,
     InvalidInput,
 )
@@ -49,7 +51,6 @@ from ckdb.layout import (
     check_name,
     id_to_text,
     new_id,
-    payload_key,
     registry_key,
     split_registry_key,
 )
@@ -67,10 +68,13 @@ from ckdb.records import (
     KINDS,
     CheckpointInfo,
 )
+from ckdb.restore import check_path
 from ckdb.retention import plan as plan_retention
 
 if TYPE_CHECKING:
     from ckdb.store import Store
+
+_log = logging.getLogger("ckdb")
 
 
 def _codec_for(compression: object) -> Codec:
@@ -181,7 +185,7 @@ def create_checkpoint(
 
     def add(rtype: RecordType, cname: str, value: Any, path: str) -> None:
         raw = encoding.encode(value, path)
-        key = payload_key(cid, rtype, cname)
+        key = store._keys.payload_key(cid, rtype, cname)
         frame = store._frame(rtype, DB_PAYLOADS, key, raw, codec)
         parts.append(_Part(rtype, cname, key, frame, len(raw), hashlib.sha256(raw).digest()))
 
@@ -198,9 +202,12 @@ def create_checkpoint(
         root: str | None = None
         previous: dict[str, Any] | None = None
         with store._env.read() as txn:
-            wf_doc0 = store._workflow_doc(txn, wf_key, workflow_id)
+            try:
+                wf_doc0 = store._workflow_doc(txn, wf_key, workflow_id)
+            except IntegrityError:
+                wf_doc0 = None  # damaged: rebuilt by this create (without a working directory)
             if files is not None:
-                root = os.fspath(files)
+                root = check_path(files, "files")
             elif wf_doc0 is not None:
                 root = wf_doc0.get("working_directory")
             if root is not None:
@@ -227,7 +234,12 @@ def create_checkpoint(
         estimate += sum(len(f) for f in cap.pending.values())
 
     def apply(txn: Txn) -> CheckpointInfo:
-        wf_doc = store._workflow_doc(txn, wf_key, workflow_id)
+        try:
+            wf_doc = store._workflow_doc(txn, wf_key, workflow_id)
+        except IntegrityError:
+            # A damaged workflow record is rebuilt (the registry decides the sequence below);
+            # it must not block every later checkpoint of the workflow.
+            wf_doc = None
         if wf_doc is None:
             wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
         seq = int(wf_doc["next_seq"])
@@ -295,21 +307,29 @@ def create_checkpoint(
         if kind == KIND_AUTOMATIC:
             # Seed: an automatic checkpoint applies its workflow's retention after it
             # commits; here in the same transaction, bounded per create.
-            policy = store._policy_in(txn, wf_key)
-            if policy is not None:
-                now = _dt(created_us)
-                planned = plan_retention(registry_entries(store, txn, wf_key), policy, now)
-                if planned.delete:
-                    seqs = store._seqs(txn, wf_key, planned.delete[:AUTO_MAX])
-                    delete_victims(store, txn, wf_key, seqs, created_us)
+            # Nested: damage found in an old victim (a bad reference count, say) skips
+            # retention for this create; it never blocks the new checkpoint. Scrub repairs it.
+            try:
+                with txn.nested() as sub:
+                    policy = store._policy_in(sub, wf_key)
+                    if policy is not None:
+                        now = _dt(created_us)
+                        planned = plan_retention(registry_entries(store, sub, wf_key), policy, now)
+                        if planned.delete:
+                            seqs = store._seqs(sub, wf_key, planned.delete[:AUTO_MAX])
+                            delete_victims(store, sub, wf_key, seqs, created_us)
+            except CkdbError as err:
+                _log.warning("ckdb: automatic retention of %r skipped: %s", workflow_id, err)
         # Read every value back inside the transaction and verify it before committing.
         for db, key, frame in written:
             back = txn.get(db, key)
             if back != frame:
                 raise IntegrityError(f"read-back of {db.decode()} differs from what was put")
             parse_frame(store._keys.mac, db, key, back)
-        if txn.get(DB_REGISTRY, reg_key) != reg_value:
+        back_entry = txn.get(DB_REGISTRY, reg_key)
+        if back_entry != reg_value:
             raise IntegrityError("read-back of the registry entry differs from what was put")
+        decode_registry(store._keys.mac, reg_key, back_entry)  # and its tag verifies
         return _Meta(
             cid,
             workflow_id,
@@ -331,7 +351,10 @@ def create_checkpoint(
         except _MissingChunks as missing:
             assert cap is not None
             for chunk_id in missing.chunks:
-                data = reread_chunk(cap.root, cap.sources[chunk_id])
+                try:
+                    data = reread_chunk(cap.root, cap.sources[chunk_id])
+                except OSError:
+                    data = b""  # gone or unreadable now: reported as "changed" just below
                 if content_id(store._keys, data) != chunk_id:
                     raise InvalidInput(
                         f"{os.fsdecode(cap.sources[chunk_id][0])} changed while it was being "
@@ -345,8 +368,10 @@ def create_checkpoint(
     if verification_level is not None:
         report = store.validate(info.id, level=verification_level)
         if not report.ok:
+            why = "; ".join(report.findings)
+            store._mark_quietly(info.id, f"failed {verification_level} validation: {why}")
             raise IntegrityError(
-                f"checkpoint {info.id} failed {verification_level} validation right after "
-                f"creation: {'; '.join(report.findings)}"
+                f"checkpoint {info.id} was committed but failed {verification_level} validation "
+                f"right after creation, and is now marked corrupted: {why}"
             )
     return info

@@ -59,16 +59,23 @@ class _Gate:
         self._shared = 0
         self._exclusive = False
         self._waiting = 0
+        self._mine = threading.local()  # this thread's shared holds (re-entrant)
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
+        depth = getattr(self._mine, "depth", 0)
         with self._cond:
-            while self._exclusive or self._waiting:
+            # Re-entrant: a thread that already holds the gate (a keyring reload inside a read,
+            # a read inside a write function) must not queue behind a waiting resize, which
+            # itself waits for this thread's outer hold: that would deadlock.
+            while depth == 0 and (self._exclusive or self._waiting):
                 self._cond.wait()
             self._shared += 1
+        self._mine.depth = depth + 1
         try:
             yield
         finally:
+            self._mine.depth = depth
             with self._cond:
                 self._shared -= 1
                 if not self._shared:
@@ -149,12 +156,27 @@ class _Pending:
 class Txn:
     """A thin view of an lmdb transaction with the sub-database handles bound."""
 
-    __slots__ = ("_dbs", "_txn", "write")
+    __slots__ = ("_dbs", "_env", "_txn", "write")
 
-    def __init__(self, txn: Any, dbs: dict[bytes, Any], write: bool) -> None:
+    def __init__(self, txn: Any, dbs: dict[bytes, Any], write: bool, env: Any = None) -> None:
         self._txn = txn
         self._dbs = dbs
         self.write = write
+        self._env = env
+
+    @contextlib.contextmanager
+    def nested(self) -> Iterator[Txn]:
+        """A nested write transaction: its changes join this one on success and vanish if the
+        block raises (the exception propagates)."""
+        if self._env is None or not self.write:
+            raise StorageError("nested transactions need a write transaction")
+        child = self._env.begin(write=True, parent=self._txn)
+        try:
+            yield Txn(child, self._dbs, True, self._env)
+        except BaseException:
+            child.abort()
+            raise
+        child.commit()
 
     def get(self, db: bytes, key: bytes) -> bytes | None:
         value: bytes | None = self._txn.get(key, db=self._dbs[db])
@@ -449,20 +471,39 @@ class Env:
                     return
                 batch = self._queue[:MAX_GROUP]
                 del self._queue[:MAX_GROUP]
+            interrupted: BaseException | None = None
             try:
+                self.check()  # closed (or forked) since these callers queued: StoreClosed
                 with self._write_lock:
                     self._local.in_write = True
                     try:
                         self._commit_batch(batch)
                     finally:
                         self._local.in_write = False
-            except BaseException as err:  # a failure of the shared commit reaches every caller
+            except Exception as err:  # a failure of the shared commit reaches every caller
                 for item in batch:
-                    if item.error is None and not item.done.is_set():
-                        item.error = err if isinstance(err, Exception) else StorageError(str(err))
-            for item in batch:
-                item.done.set()
-                item.wake.set()
+                    if item.error is None:
+                        item.error = err
+            except BaseException as err:  # KeyboardInterrupt, SystemExit: in the leader's thread
+                interrupted = err
+                for item in batch:
+                    if item.error is None:
+                        item.error = StorageError(
+                            f"the write was interrupted ({type(err).__name__}) in another thread; "
+                            "its outcome is uncertain"
+                        )
+            finally:
+                for item in batch:  # every dequeued caller is always released
+                    item.done.set()
+                    item.wake.set()
+            if interrupted is not None:
+                with self._queue_lock:  # hand the queue on before re-raising
+                    if self._queue:
+                        self._queue[0].promoted = True
+                        self._queue[0].wake.set()
+                    else:
+                        self._leading = False
+                raise interrupted
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         estimate = sum(i.estimate for i in batch)
@@ -526,7 +567,7 @@ class Env:
         """Run one caller's function; True if its changes should be kept. MapFullError and
         engine errors propagate (they concern the whole transaction)."""
         try:
-            item.result = item.fn(Txn(txn, self._dbs, True))
+            item.result = item.fn(Txn(txn, self._dbs, True, self._env))
             return True
         except lmdb.MapFullError:
             raise
@@ -606,10 +647,11 @@ class Env:
 
     def copy_to(self, dest: Path, *, compact: bool = True) -> None:
         self.check()
-        try:
-            self._env.copy(str(dest), compact=compact)
-        except lmdb.Error as err:
-            raise translate(err, f"cannot copy the store to {dest}") from None
+        with self._gate.shared():  # a map resize must not overlap the copy's read transaction
+            try:
+                self._env.copy(str(dest), compact=compact)
+            except lmdb.Error as err:
+                raise translate(err, f"cannot copy the store to {dest}") from None
 
 
 def create_environment(tmp_dir: Path, init: Callable[[Txn], None]) -> None:

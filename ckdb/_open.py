@@ -123,7 +123,10 @@ def _create_store(
         else:
             master = keys.new_master_key()
             target = Path(key_file) if key_file is not None else tmp / keys.KEY_FILE_NAME
-            keys.write_key_file(target, master)
+            try:
+                keys.write_key_file(target, master)
+            except FileExistsError:  # another process creating with the same key file won
+                master = keys.read_key_file(target)
             if key_file is not None:
                 fsync_path(target.absolute().parent, directory=True)
         uuid = secrets.token_bytes(16)

@@ -18,7 +18,7 @@ from attrs import frozen
 from ckdb import encoding
 from ckdb.chunks import content_id
 from ckdb.errors import CkdbError, FormatError, IntegrityError, InvalidInput
-from ckdb.layout import DB_CHUNKS, DB_PAYLOADS, RecordType, id_to_text, payload_key
+from ckdb.layout import DB_CHUNKS, DB_PAYLOADS, RecordType, id_to_text
 
 if TYPE_CHECKING:
     from ckdb._env import Txn
@@ -75,7 +75,7 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
         return ValidationReport(text_id, level, False, False, findings=(str(err),))
 
     def read(rtype: RecordType, name: str, raw_size: int, digest: bytes) -> Any:
-        key = payload_key(cid, rtype, name)
+        key = store._keys.payload_key(cid, rtype, name)
         value = txn.get(DB_PAYLOADS, key)
         if value is None:
             raise IntegrityError(f"{rtype.name.lower()} {name!r} is missing")

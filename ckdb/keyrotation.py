@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -25,7 +26,7 @@ from ckdb import encoding, keys
 from ckdb._env import Txn, fsync_path
 from ckdb.chunks import decode_refs, encode_refs
 from ckdb.codec import ENCRYPTED, _tag, decode_frame, decode_registry, encode_frame, encode_registry
-from ckdb.errors import IntegrityError
+from ckdb.errors import CkdbError, IntegrityError, WrongKey
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_CHUNKS,
@@ -64,7 +65,12 @@ class RotationReport:
 
 
 def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
-    """Step 1: re-wrap (and maybe add a data key) in one transaction."""
+    """Step 1: re-wrap (and maybe add a data key) in one transaction.
+
+    The transaction starts from the keyring *as stored* (another process may have added a data
+    key since this one opened the store), after checking that this process's master key still
+    opens it; it never writes back a stale in-memory copy.
+    """
     new_master = keys.check_master_key(new_master)
     key_path = store.path / keys.KEY_FILE_NAME
     pending = store.path / (keys.KEY_FILE_NAME + ".new")
@@ -73,35 +79,58 @@ def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
         pending.unlink(missing_ok=True)
         keys.write_key_file(pending, new_master)
         fsync_path(store.path, directory=True)
-    ring = store._keys
-    if new_data_key:
-        new_id = max(ring.data_keys) + 1
-        data = dict(ring.data_keys)
-        data[new_id] = secrets.token_bytes(32)
-        cipher = ring.cipher
-        ring = keys.Keyring(data, new_id, ring.content_key)
-        ring.cipher = cipher
+    cipher = store._keys.cipher
 
-    def apply(txn: Txn) -> None:
+    def apply(txn: Txn) -> keys.Keyring:
         fmt = txn.get(DB_INFO, INFO_FORMAT)
-        assert fmt is not None
+        check = txn.get(DB_INFO, INFO_KEYCHECK)
+        wrapped = txn.get(DB_INFO, INFO_KEYRING)
+        if fmt is None or check is None or wrapped is None:
+            raise IntegrityError("the store header is damaged: cannot rotate keys")
+        old_kek = keys.kek_for(store._master, store._uuid)
+        if not hmac.compare_digest(keys.key_check(old_kek, fmt), check):
+            raise WrongKey(
+                "the store was re-keyed by another process since it was opened here; reopen it "
+                "with the current key before rotating"
+            )
+        stored = keys.Keyring.unwrap(old_kek, store._uuid, wrapped)
+        data = dict(stored.data_keys)
+        active = stored.active
+        if new_data_key:
+            active = max(data) + 1
+            data[active] = secrets.token_bytes(32)
+        ring = keys.Keyring(data, active, stored.content_key)
+        ring.cipher = cipher
         kek = keys.kek_for(new_master, store._uuid)
         txn.put(DB_INFO, INFO_KEYCHECK, keys.key_check(kek, fmt))
         txn.put(DB_INFO, INFO_KEYRING, ring.wrap(kek, store._uuid))
         if new_data_key:
             txn.put(DB_SETTINGS, RETAG_CURSOR, encoding.encode([0, b""]))
+        return ring
 
-    store._env.write(apply)
+    ring = store._env.write(apply)
     store._keys = ring
     store._master = new_master
+    ring.reload = store._reload_keyring
     if use_file:
-        os.replace(pending, key_path)
+        try:
+            os.replace(pending, key_path)
+        except FileNotFoundError:
+            # Another process opening the store finished the rename for us, or key.new went
+            # missing: make sure `key` holds the new key (atomically, from memory).
+            if keys.read_key_file(key_path) != new_master:
+                tmp = store.path / (keys.KEY_FILE_NAME + f".{secrets.token_hex(4)}.tmp")
+                keys.write_key_file(tmp, new_master)
+                os.replace(tmp, key_path)
         fsync_path(store.path, directory=True)
 
 
 def finish_pending_key_file(path: Path) -> None:
     pending = path / (keys.KEY_FILE_NAME + ".new")
-    os.replace(pending, path / keys.KEY_FILE_NAME)
+    try:
+        os.replace(pending, path / keys.KEY_FILE_NAME)
+    except FileNotFoundError:
+        return  # the rotating process (or another opener) finished it first
     fsync_path(path, directory=True)
 
 
@@ -161,7 +190,11 @@ def retag(store: Store, max_batches: int | None = None) -> tuple[int, bool]:
             raw = txn.get(DB_SETTINGS, RETAG_CURSOR)
             if raw is None:
                 return 0, True
-            db_index, after = encoding.decode(raw)
+            try:
+                db_index, after = encoding.decode(raw)
+                db_index, after = int(db_index), bytes(after)
+            except (CkdbError, TypeError, ValueError):
+                db_index, after = 0, b""  # a damaged cursor only costs re-checking from the start
             done = 0
             while db_index < len(order):
                 db = order[db_index]

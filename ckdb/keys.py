@@ -97,6 +97,9 @@ class Keyring:
         self.cipher: str | None = None  # set by the store: "aes-gcm" or "chacha20-poly1305"
         self._aeads: dict[int, Any] = {}
         self._name_mac = hmac.new(hkdf(content_key, b"workflow-name"), digestmod=hashlib.sha256)
+        self._component_mac = hmac.new(
+            hkdf(content_key, b"component-name"), digestmod=hashlib.sha256
+        )
 
     def aead(self, key_id: int) -> Any:
         """The AEAD cipher for a key id in an encrypted store; None when not encrypted."""
@@ -113,6 +116,15 @@ class Keyring:
     @property
     def active_aead(self) -> Any:
         return self.aead(self.active)
+
+    def payload_key(self, cid: bytes, rtype: int, name: str) -> bytes:
+        """A payload's key: id ‖ type ‖ name, or in an encrypted store id ‖ type ‖ a keyed
+        digest of the name (component names can be as telling as the values)."""
+        if self.cipher is None:
+            return cid + bytes((rtype,)) + name.encode("utf-8")
+        h = self._component_mac.copy()
+        h.update(name.encode("utf-8"))
+        return cid + bytes((rtype,)) + h.digest()
 
     def wf_key(self, workflow_id: str) -> bytes:
         """The workflow's key prefix: length-prefixed UTF-8, or in an encrypted store a keyed

@@ -70,7 +70,9 @@ def backup(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> BackupReport:
-    dest_path = Path(os.fspath(dest)).absolute()
+    from ckdb.restore import check_path  # noqa: PLC0415
+
+    dest_path = Path(check_path(dest, "backup destination")).absolute()
     if dest_path == store.path or store.path in dest_path.parents:
         raise InvalidInput(f"the backup destination {dest_path} is inside the store itself")
     if dest_path.exists() and (not dest_path.is_dir() or any(dest_path.iterdir())):
@@ -110,7 +112,12 @@ def backup(
             progress("scrubbing the copy")
         from ckdb.store import Store  # noqa: PLC0415 - store imports this module
 
-        with Store(tmp, key=store._master, retention=None) as copy:
+        # Open the copy the way a user will: with the key file it carries, if it carries one.
+        copied_key = tmp / KEY_FILE_NAME
+        how: dict[str, Any] = (
+            {"key_file": copied_key} if copied_key.exists() else {"key": store._master}
+        )
+        with Store(tmp, retention=None, **how) as copy:
             # Checkpoints the store itself has marked corrupted are copied as they are (marked):
             # the copy is faithful. Any other finding means the copy is bad.
             already = {i.id for i in copy.list() if i.status != "valid"}

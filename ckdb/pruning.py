@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import attrs
+
 from ckdb.capture import manifest_chunks
 from ckdb.chunks import release_refs
 from ckdb.codec import decode_registry
-from ckdb.errors import IntegrityError
+from ckdb.errors import CkdbError, IntegrityError
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_MARKS,
@@ -42,34 +44,51 @@ AUTO_MAX = 16
 
 
 def registry_entries(store: Store, txn: Txn, wf_key: bytes) -> list[Entry]:
-    """Planner input for one workflow, from the registry alone. Entries whose tag fails are left
-    out: a damaged entry's pinned flag cannot be trusted, so it is never planned for deletion."""
+    """Planner input for one workflow, from the registry (plus the metadata of the few newest,
+    to find the newest valid checkpoint the way ``latest`` does). Entries whose tag fails are left
+    out: a damaged entry's pinned flag cannot be trusted, so it is never planned for deletion.
+    Unmarked entries newer than the newest valid one failed verification: they are passed as
+    marked, so the planner keeps the real resume point."""
+    keeper = _newest_valid(store, txn, wf_key)
     out = []
+    keeper_seq: int | None = None
     for key, value in txn.prefix(DB_REGISTRY, wf_key):
         try:
             cid, created_us, flags = decode_registry(store._keys.mac, key, value)
         except IntegrityError:
             continue
+        seq = split_registry_key(key)[1]
+        if cid == keeper:
+            keeper_seq = seq
         out.append(
             Entry(
-                seq=split_registry_key(key)[1],
+                seq=seq,
                 id=id_to_text(cid),
                 created_at=datetime.fromtimestamp(created_us / 1_000_000, tz=UTC),
                 pinned=bool(flags & FLAG_PINNED),
                 marked=bool(flags & FLAG_MARKED),
             )
         )
+    if keeper_seq is not None:
+        out = [e if e.seq <= keeper_seq or e.marked else attrs.evolve(e, marked=True) for e in out]
     return out
 
 
 def _newest_valid(store: Store, txn: Txn, wf_key: bytes) -> bytes | None:
+    """The newest valid checkpoint exactly as ``Store.latest`` defines it: not marked, its
+    registry entry verifies, and its metadata verifies and names this slot. (Trusting the flags
+    alone would keep a rotten newest checkpoint and delete the real resume point.)"""
     for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
         try:
             cid, _created, flags = decode_registry(store._keys.mac, key, value)
-        except IntegrityError:
+            if flags & FLAG_MARKED:
+                continue
+            meta = store._read_meta(txn, cid)
+            if meta.seq != split_registry_key(key)[1]:
+                continue
+        except CkdbError:
             continue
-        if not flags & FLAG_MARKED:
-            return cid
+        return cid
     return None
 
 

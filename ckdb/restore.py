@@ -27,7 +27,7 @@ from typing import Any
 from attrs import define, field, frozen
 
 from ckdb.capture import E_CHUNKS, E_DIGEST, E_ERR, E_LINK, E_MODE, E_MTIME, E_PATH, E_SIZE, E_TYPE
-from ckdb.errors import IntegrityError, InvalidInput
+from ckdb.errors import IntegrityError, InvalidInput, RestoreFailed
 from ckdb.records import Checkpoint
 
 TMP_PREFIX = b".ckdb-restore-"
@@ -141,7 +141,15 @@ class _Walker:
                 self.touch()
                 cfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as err:
-                if err.errno not in (errno.ELOOP, errno.ENOTDIR) or child not in declared_dirs:
+                if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    # A problem of the target (permissions, too many open files, a long name):
+                    # not damage in the store, so not an IntegrityError (restore_latest would
+                    # mark the checkpoint corrupted for it).
+                    raise RestoreFailed(
+                        f"cannot open {os.fsdecode(b'/'.join(child))!r} in the target: "
+                        f"{err.strerror}"
+                    ) from None
+                if child not in declared_dirs:
                     raise IntegrityError(
                         f"{os.fsdecode(b'/'.join(child))!r} in the target is not a directory "
                         "(a symlink or file): refusing to restore through it"
@@ -366,6 +374,19 @@ def _verify(root_fd: int, planned: list[tuple[tuple[bytes, ...], list[Any]]]) ->
 
 
 def check_target(target: object) -> str:
-    if not isinstance(target, str | os.PathLike):
-        raise InvalidInput(f"target_dir must be a path, not {type(target).__name__}")
-    return os.fspath(target)
+    return check_path(target, "target_dir", must_be_dir=True)
+
+
+def check_path(path: object, what: str, *, must_be_dir: bool = False) -> str:
+    """A caller's filesystem path: a str or PathLike, no NUL; if it exists and must be a
+    directory, it is one. Clear InvalidInput instead of TypeError/ValueError from os later."""
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidInput(f"{what} must be a path (str or os.PathLike), not {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise InvalidInput(f"{what} must be a text path, not {type(text).__name__}")
+    if not text or "\x00" in text:
+        raise InvalidInput(f"{what} must be a non-empty path without NUL characters")
+    if must_be_dir and os.path.lexists(text) and not os.path.isdir(text):
+        raise InvalidInput(f"{what} {text!r} exists and is not a directory")
+    return text

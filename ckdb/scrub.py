@@ -51,6 +51,7 @@ from ckdb.layout import (
     DB_REFS,
     DB_REGISTRY,
     DB_SETTINGS,
+    DB_WORKFLOWS,
     FLAG_FILES,
     FLAG_MANUAL,
     FLAG_MARKED,
@@ -59,7 +60,6 @@ from ckdb.layout import (
     ID_SIZE,
     RecordType,
     id_to_text,
-    payload_key,
     prefix_end,
     registry_key,
 )
@@ -195,6 +195,7 @@ class Scrubber:
             if complete and self.wf_key is None:
                 self._registry()
                 self._orphans_and_refs()
+                self._workflow_records()
                 self._integrations()
             elif complete:
                 self._registry()
@@ -318,7 +319,7 @@ class Scrubber:
     ) -> list[str]:
         import hashlib  # noqa: PLC0415
 
-        key = payload_key(cid, rtype, name)
+        key = self.store._keys.payload_key(cid, rtype, name)
         value = txn.get(DB_PAYLOADS, key)
         if value is None:
             return [f"{rtype.name.lower()} {name!r} is missing"]
@@ -457,7 +458,7 @@ class Scrubber:
                     return False
                 manifest = None
                 for rtype_i, name, _raw, _stored, _digest in meta.components:
-                    key = payload_key(cid, RecordType(rtype_i), name)
+                    key = self.store._keys.payload_key(cid, RecordType(rtype_i), name)
                     value = btxn.get(DB_PAYLOADS, key)
                     if value is None:
                         return False
@@ -586,7 +587,6 @@ class Scrubber:
                     txn.delete(DB_REGISTRY, key)
                 if cid is not None and txn.get(DB_CHECKPOINTS, cid) is not None:
                     self.store._delete_in(txn, cid, None)
-                    self.deleted += 1
                     return "deleted"
                 return "removed"
             # Intact metadata: rebuild the entry from it (the pinned flag is unknown: keep the
@@ -612,7 +612,39 @@ class Scrubber:
             return "rebuilt"
 
         result: str = self.env.write(apply)
+        if result == "deleted":  # counted here: the write function may run more than once
+            self.deleted += 1
         return result
+
+    # -- workflow records ------------------------------------------------------------------------
+
+    def _workflow_records(self) -> None:
+        """Every workflow record's tag and shape. A damaged one is removed by repair: the next
+        create of that workflow rebuilds it (the registry decides its sequences)."""
+        bad: list[tuple[bytes, str]] = []
+        with self.env.read() as txn:
+            for key, value in txn.range(DB_WORKFLOWS):
+                try:
+                    doc = encoding.decode(
+                        self.store._unframe(DB_WORKFLOWS, bytes(key), value, RecordType.WORKFLOW)
+                    )
+                    if type(doc) is not dict or type(doc.get("id")) is not str:
+                        raise IntegrityError("malformed workflow record")
+                    if self.keys.wf_key(doc["id"]) != bytes(key):
+                        raise IntegrityError("workflow record names another workflow")
+                except CkdbError as err:
+                    bad.append((bytes(key), str(err)))
+        for key, problem in bad:
+            where = f"workflows/{key.hex()}"
+            if self.repair:
+
+                def drop(txn: Txn, key: bytes = key) -> None:
+                    txn.delete(DB_WORKFLOWS, key)
+
+                self.env.write(drop)
+                self._find(Finding("workflow", where, problem, None, "removed"))
+            else:
+                self._find(Finding("workflow", where, problem, None, "reported"))
 
     # -- pass E: integrations' own sub-databases -------------------------------------------------
 
@@ -637,81 +669,87 @@ class Scrubber:
     # -- passes C and D: orphans and reference counts --------------------------------------------
 
     def _orphans_and_refs(self) -> None:
+        """Passes C and D. Reporting reads one snapshot. Repairing computes and applies everything
+        inside ONE write transaction: a create that commits meanwhile (and references a chunk
+        the snapshot saw unreferenced) can then neither lose that chunk nor its new reference."""
+        if not self.repair:
+            with self.env.read() as txn:
+                found = self._survey(txn)
+            for kind, where, problem in found:
+                self._find(Finding(kind, where, problem, None, "reported"))
+            return
+
+        def apply(txn: Txn) -> list[tuple[str, str, str, str]]:
+            done = []
+            for kind, where, problem, fix in self._survey_and_fix(txn):
+                done.append((kind, where, problem, fix))
+            return done
+
+        for kind, where, problem, action in self.env.write(apply):
+            self._find(Finding(kind, where, problem, None, action))
+
+    def _survey(self, txn: Txn) -> list[tuple[str, str, str]]:
+        return [(k, w, p) for k, w, p, _fix in self._survey_and_fix(txn, fix=False)]
+
+    def _survey_and_fix(self, txn: Txn, *, fix: bool = True) -> list[tuple[str, str, str, str]]:
         from ckdb.chunks import leased_chunks  # noqa: PLC0415
         from ckdb.meta import _now_us  # noqa: PLC0415
 
+        out: list[tuple[str, str, str, str]] = []
         expected: Counter[bytes] = Counter()
-        orphan_payloads: list[bytes] = []
-        orphan_marks: list[bytes] = []
-        with self.env.read() as txn:
-            cids = {bytes(k) for k, _v in txn.range(DB_CHECKPOINTS)}
-            for cid in cids:
-                with contextlib.suppress(IntegrityError):
-                    manifest = self.store._read_manifest(txn, cid)
-                    if manifest is not None:
-                        expected.update(manifest_chunks(manifest))
-            for key, _v in txn.range(DB_PAYLOADS):
-                if bytes(key[:16]) not in cids:
-                    orphan_payloads.append(bytes(key))
-            for key, _v in txn.range(DB_MARKS):
-                if bytes(key[:16]) not in cids:
-                    orphan_marks.append(bytes(key))
-            now = _now_us()
-            leased = leased_chunks(txn, self.keys, now)
-            expired_leases = []
-            for key, value in txn.range(DB_SETTINGS, LEASE_PREFIX, prefix_end(LEASE_PREFIX)):
-                try:
-                    doc = encoding.decode(
-                        decode_frame(
-                            self.keys.mac,
-                            DB_SETTINGS,
-                            key,
-                            value,
-                            RecordType.SETTING,
-                            self.keys.aead,
-                        )
+        cids = {bytes(k) for k, _v in txn.range(DB_CHECKPOINTS)}
+        for cid in cids:
+            with contextlib.suppress(IntegrityError):
+                manifest = self.store._read_manifest(txn, cid)
+                if manifest is not None:
+                    expected.update(manifest_chunks(manifest))
+        orphan_payloads = [
+            bytes(k) for k, _v in txn.range(DB_PAYLOADS) if bytes(k[:16]) not in cids
+        ]
+        orphan_marks = [bytes(k) for k, _v in txn.range(DB_MARKS) if bytes(k[:16]) not in cids]
+        now = _now_us()
+        leased = leased_chunks(txn, self.keys, now)
+        expired_leases = []
+        for key, value in txn.range(DB_SETTINGS, LEASE_PREFIX, prefix_end(LEASE_PREFIX)):
+            try:
+                doc = encoding.decode(
+                    decode_frame(
+                        self.keys.mac, DB_SETTINGS, key, value, RecordType.SETTING, self.keys.aead
                     )
-                    if int(doc.get("expires_us", 0)) < now:
-                        expired_leases.append((bytes(key), "lease expired"))
-                except (IntegrityError, CkdbError) as err:
-                    expired_leases.append((bytes(key), f"damaged lease: {err}"))
-            orphan_chunks = [
-                bytes(k)
-                for k, _v in txn.range(DB_CHUNKS)
-                if bytes(k) not in expected and bytes(k) not in leased
-            ]
-            bad_refs: list[tuple[bytes, str]] = []
-            seen_refs: set[bytes] = set()
-            for raw_key, value in txn.range(DB_REFS):
-                key = bytes(raw_key)
-                seen_refs.add(key)
-                try:
-                    count = decode_refs(self.keys, key, bytes(value))
-                except IntegrityError as err:
-                    bad_refs.append((key, str(err)))
-                    continue
-                if count != expected.get(key, 0):
-                    bad_refs.append(
-                        (key, f"count {count}, manifests name it {expected.get(key, 0)}")
-                    )
-            bad_refs.extend(
-                (chunk, "referenced chunk has no reference count")
-                for chunk in expected
-                if chunk not in seen_refs
-            )
+                )
+                if int(doc.get("expires_us", 0)) < now:
+                    expired_leases.append((bytes(key), "lease expired"))
+            except (CkdbError, TypeError, ValueError, AttributeError) as err:
+                expired_leases.append((bytes(key), f"damaged lease: {err}"))
+        orphan_chunks = [
+            bytes(k)
+            for k, _v in txn.range(DB_CHUNKS)
+            if bytes(k) not in expected and bytes(k) not in leased
+        ]
+        bad_refs: list[tuple[bytes, str]] = []
+        seen_refs: set[bytes] = set()
+        for raw_key, value in txn.range(DB_REFS):
+            key = bytes(raw_key)
+            seen_refs.add(key)
+            try:
+                count = decode_refs(self.keys, key, bytes(value))
+            except IntegrityError as err:
+                bad_refs.append((key, str(err)))
+                continue
+            want = expected.get(key, 0)
+            if count != want:
+                bad_refs.append((key, f"count {count}, manifests name it {want}"))
+        bad_refs.extend(
+            (chunk, "referenced chunk has no reference count")
+            for chunk in expected
+            if chunk not in seen_refs
+        )
 
         def removal(kind: str, db: bytes, keys: list[bytes], problem: str) -> None:
             for key in keys:
-                where = f"{db.decode()}/{key.hex()}"
-                if self.repair:
-
-                    def drop(txn: Txn, key: bytes = key) -> None:
-                        txn.delete(db, key)
-
-                    self.env.write(drop)
-                    self._find(Finding(kind, where, problem, None, "removed"))
-                else:
-                    self._find(Finding(kind, where, problem, None, "reported"))
+                if fix:
+                    txn.delete(db, key)
+                out.append((kind, f"{db.decode()}/{key.hex()}", problem, "removed"))
 
         removal("orphan-payload", DB_PAYLOADS, orphan_payloads, "payload of a missing checkpoint")
         removal("orphan-mark", DB_MARKS, orphan_marks, "mark of a missing checkpoint")
@@ -719,20 +757,14 @@ class Scrubber:
         for key, problem in expired_leases:
             removal("lease", DB_SETTINGS, [key], problem)
         for key, problem in bad_refs:
-            where = f"refs/{key.hex()}"
-            if not self.repair:
-                self._find(Finding("refs", where, problem, None, "reported"))
-                continue
             count = expected.get(key, 0)
-
-            def fix(txn: Txn, key: bytes = key, count: int = count) -> None:
+            if fix:
                 if count:
                     txn.put(DB_REFS, key, encode_refs(self.keys, key, count))
                 else:
                     txn.delete(DB_REFS, key)
-
-            self.env.write(fix)
-            self._find(Finding("refs", where, problem, None, "rebuilt"))
+            out.append(("refs", f"refs/{key.hex()}", problem, "rebuilt"))
+        return out
 
 
 def scrub(store: Store, **kwargs: Any) -> ScrubReport:

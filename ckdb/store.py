@@ -80,7 +80,6 @@ from ckdb.layout import (
     check_name,
     id_from_text,
     id_to_text,
-    payload_key,
     prefix_end,
     registry_key,
     split_registry_key,
@@ -108,7 +107,7 @@ from ckdb.records import (
     Checkpoint,
     CheckpointInfo,
 )
-from ckdb.restore import RestoreReport, check_target, restore_tree
+from ckdb.restore import RestoreReport, check_path, check_target, restore_tree
 from ckdb.retention import (
     RetentionPlan,
     RetentionPolicy,
@@ -193,7 +192,7 @@ class Store:
             raise InvalidInput(f"map_size must be an int of at least 65536, not {map_size!r}")
         if key is not None:
             key = keys.check_master_key(key)
-        self.path = Path(os.fspath(path)).absolute()
+        self.path = Path(check_path(path, "path")).absolute()
         self.readonly = readonly
         self.durability = durability
         self._created_by = created_by or _default_creator()
@@ -267,9 +266,8 @@ class Store:
                 raise WrongKey(
                     f"the key does not open {self.path} (wrong key, or a damaged store header)"
                 )
-        elif self._key_source == "store" and not self.readonly:
-            # A rotation that crashed before its commit left an unused key.new behind.
-            (self.path / (keys.KEY_FILE_NAME + ".new")).unlink(missing_ok=True)
+        # A key.new that `key` opens past is left alone: it may belong to a rotation in progress
+        # in another process (deleting it would lose the new key). The next rotation replaces it.
         self._master = master
         ring_keys = keys.Keyring.unwrap(kek, uuid, ring)
         ring_keys.reload = self._reload_keyring
@@ -356,24 +354,16 @@ class Store:
     # -- frames ----------------------------------------------------------------------------------
 
     def _frame(self, rtype: RecordType, db: bytes, key: bytes, raw: bytes, codec: Codec) -> bytes:
-        return encode_frame(
-            self._keys.active_mac,
-            self._keys.active,
-            rtype,
-            db,
-            key,
-            raw,
-            codec,
-            self._keys.active_aead,
-        )
+        k = self._keys  # one read: a concurrent rotate_key swaps the whole keyring
+        return encode_frame(k.active_mac, k.active, rtype, db, key, raw, codec, k.active_aead)
 
     def _unframe(self, db: bytes, key: bytes, value: bytes, expect: RecordType) -> bytes:
-        return decode_frame(self._keys.mac, db, key, value, expect, self._keys.aead)
+        k = self._keys
+        return decode_frame(k.mac, db, key, value, expect, k.aead)
 
     def _registry_value(self, key: bytes, cid: bytes, created_us: int, flags: int) -> bytes:
-        return encode_registry(
-            self._keys.active_mac, self._keys.active, key, cid, created_us, flags
-        )
+        k = self._keys
+        return encode_registry(k.active_mac, k.active, key, cid, created_us, flags)
 
     # -- components registered by the agent -----------------------------------------------------
 
@@ -525,7 +515,7 @@ class Store:
         return None
 
     def _read_manifest(self, txn: Txn, cid: bytes) -> dict[str, Any] | None:
-        key = payload_key(cid, RecordType.MANIFEST, "files")
+        key = self._keys.payload_key(cid, RecordType.MANIFEST, "files")
         value = txn.get(DB_PAYLOADS, key)
         if value is None:
             return None
@@ -578,7 +568,7 @@ class Store:
             manifest: dict[str, Any] | None = None
             for rtype_i, cname, raw_size, _stored, digest in meta.components:
                 rtype = RecordType(rtype_i)
-                key = payload_key(cid, rtype, cname)
+                key = self._keys.payload_key(cid, rtype, cname)
                 value = txn.get(DB_PAYLOADS, key)
                 if value is None:
                     raise IntegrityError(
@@ -670,14 +660,17 @@ class Store:
             if manifest.get("error"):
                 warnings.append(f"file state: {manifest['error']} (no files to restore)")
             elif target is not None:
-                stats = restore_tree(
-                    manifest,
-                    target,
-                    self._read_chunk,
-                    delete_extra=delete_extra,
-                    verify=verify,
-                    progress=progress,
-                )
+                try:
+                    stats = restore_tree(
+                        manifest,
+                        target,
+                        self._read_chunk,
+                        delete_extra=delete_extra,
+                        verify=verify,
+                        progress=progress,
+                    )
+                except OSError as err:  # the target's problem (EACCES, ENOSPC, ...), not damage
+                    raise RestoreFailed(f"restoring files into {target} failed: {err}") from err
                 report = attrs.evolve(
                     report,
                     target_dir=target,
@@ -937,8 +930,13 @@ class Store:
         names = []
         with self._env.read() as txn:
             for key, value in txn.range(DB_WORKFLOWS):
-                doc = encoding.decode(self._unframe(DB_WORKFLOWS, key, value, RecordType.WORKFLOW))
-                names.append(str(doc["id"]))
+                try:
+                    doc = encoding.decode(
+                        self._unframe(DB_WORKFLOWS, key, value, RecordType.WORKFLOW)
+                    )
+                    names.append(str(doc["id"]))
+                except (CkdbError, KeyError, TypeError):
+                    continue  # damaged: scrub reports it; the next create rebuilds it
         return sorted(names)
 
     # -- deleting and flags ----------------------------------------------------------------------
@@ -994,11 +992,28 @@ class Store:
             entries = list(txn.prefix(DB_REGISTRY, wf_key))
             if not entries and txn.get(DB_WORKFLOWS, wf_key) is None:
                 raise WorkflowNotFound(f"no workflow {workflow_id!r}")
-            for _key, value in entries:
-                self._delete_in(txn, bytes(value[:16]), None)
+            deleted = 0
+            for key, value in entries:
+                # Only delete what provably belongs to this workflow: a registry value copied
+                # here from another workflow (damage, or tampering without the key) must not
+                # delete that workflow's checkpoint. The id is taken from a verified entry, or,
+                # if the entry fails, from metadata that verifies and names this workflow.
+                try:
+                    cid = decode_registry(self._keys.mac, key, value)[0]
+                except IntegrityError:
+                    cid = bytes(value[:16])
+                if len(cid) != ID_SIZE or txn.get(DB_CHECKPOINTS, cid) is None:
+                    continue
+                try:
+                    owner = self._read_meta(txn, cid).workflow_id
+                except IntegrityError:
+                    owner = None
+                if owner == workflow_id:
+                    self._delete_in(txn, cid, None)
+                    deleted += 1
             txn.delete_range(DB_REGISTRY, wf_key, prefix_end(wf_key))
             txn.delete(DB_WORKFLOWS, wf_key)
-            return len(entries)
+            return deleted
 
         return self._env.write(apply)
 

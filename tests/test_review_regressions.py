@@ -390,3 +390,70 @@ def test_encrypted_store_does_not_leak_component_names(tmp_path: Path) -> None:
     with ckdb.open(path, retention=None) as s:
         assert s.load(cid).state == state
         assert s.scrub().findings == ()
+
+
+def test_rotation_refuses_when_another_process_changed_the_master_key(store_path: Path) -> None:
+    """Rotating from a process whose master key is no longer the store's must refuse (it would
+    re-wrap a keyring it cannot verify), not clobber the other rotation. Found in review."""
+    import subprocess
+    import sys
+
+    k1, k2, k3 = (bytes([n]) * 32 for n in (1, 2, 3))
+    with ckdb.open(store_path, key=k1, retention=None) as mine:
+        info = mine.create("wf", "p", state={"x": {"v": 1}})
+        # Another process re-keys the store while this one keeps it open.
+        proc = subprocess.run(
+            [sys.executable, "-c",
+             "import ckdb\n"
+             f"s = ckdb.open({str(store_path)!r}, key={k1!r}, retention=None)\n"
+             f"s.rotate_key({k2!r})\n"
+             "s.close()\n"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        with pytest.raises(ckdb.WrongKey, match="re-keyed by another process"):
+            mine.rotate_key(k3)
+    with ckdb.open(store_path, key=k2, retention=None) as again:  # the other rotation stands
+        assert again.load(info.id).state == {"x": {"v": 1}}
+        assert again.scrub().ok
+
+
+def test_target_side_restore_failure_does_not_mark_the_checkpoint(
+    store: ckdb.Store, tmp_path: Path
+) -> None:
+    """A restore that fails because of the target (here: an unwritable place) raises
+    RestoreFailed and must not mark the checkpoint corrupted (restore_latest used to treat every
+    such error as damage in the store). Found in review."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "a.txt").write_text("alpha")
+    info = store.create("wf", "p", files=work)
+    with pytest.raises(ckdb.RestoreFailed):
+        store.restore_latest("wf", target_dir="/proc/ckdb-cannot-create-here/x")
+    assert store.list("wf")[0].status == "valid"
+    assert store.load(info.id).files is not None
+
+
+def test_backup_is_verified_with_the_key_file_it_carries(
+    store: ckdb.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup reports success only if it opens with the key file copied into it (the copy is
+    what a user restores from), not merely with the key in this process's memory. Found in
+    review."""
+    import ckdb.maintenance
+
+    store.create("wf", "p", state={"x": {"v": 1}})
+
+    def copy_wrong_key(src: object, dst: object) -> None:
+        Path(str(dst)).write_text(os.urandom(32).hex() + "\n")
+
+    monkeypatch.setattr(ckdb.maintenance.shutil, "copyfile", copy_wrong_key)
+    dest = tmp_path / "backup.ckdb"
+    with pytest.raises(ckdb.WrongKey):
+        store.backup(dest)
+    assert not dest.exists()
+    monkeypatch.undo()
+    report = store.backup(dest)
+    assert report.checkpoints == 1
+    with ckdb.open(dest, retention=None) as copy:  # opens with its own key file
+        assert copy.scrub().ok

@@ -102,6 +102,7 @@ def delete_victims(
     """
     keep_cid = _newest_valid(store, txn, wf_key)
     doomed: dict[bytes, bytes] = {}  # registry key -> checkpoint id
+    marked: set[bytes] = set()
     skipped: list[str] = []
     for seq, text_id in victims:
         cid = id_from_text(text_id)
@@ -134,6 +135,8 @@ def delete_victims(
                 continue
             release_refs(txn, store._keys, manifest_chunks(manifest), now_us)
         doomed[reg_key] = cid
+        if flags & FLAG_MARKED:
+            marked.add(cid)
     if not doomed:
         return [], skipped
     # Registry: one cursor pass from the first to the last victim, deleting victims only.
@@ -142,5 +145,6 @@ def delete_victims(
     for cid in doomed.values():
         txn.delete(DB_CHECKPOINTS, cid)
         txn.delete_range(DB_PAYLOADS, cid, prefix_end(cid))
-        txn.delete_range(DB_MARKS, cid, prefix_end(cid))
+        if cid in marked:  # only marked checkpoints have marks records (mark() sets the flag)
+            txn.delete_range(DB_MARKS, cid, prefix_end(cid))
     return [id_to_text(c) for c in doomed.values()], skipped

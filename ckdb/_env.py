@@ -625,6 +625,16 @@ class Env:
                 raise translate(err, "cannot list sub-databases") from None
         return sorted(n for n in names if n not in ALL_DBS)
 
+    def sync(self) -> None:
+        """Make every committed transaction durable now (an fdatasync, which with
+        ``metasync=False`` also flushes the last commit's meta page)."""
+        self.check()
+        with self._gate.shared():
+            try:
+                self._env.sync(True)
+            except lmdb.Error as err:
+                raise translate(err, "cannot sync the store", uncertain=True) from None
+
     def ensure_db(self, name: bytes) -> None:
         """Open (creating if missing) an extra named sub-database, e.g. an integration's own.
         Transactions then address it by ``name`` like the built-in ones."""

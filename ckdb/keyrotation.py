@@ -109,6 +109,11 @@ def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
         return ring
 
     ring = store._env.write(apply)
+    # The key file may only name the new key once the store durably uses it. With
+    # durability="relaxed" the commit above is not durable yet (its meta page waits for the next
+    # commit's sync): a power cut after the rename would leave a key file that opens nothing.
+    # Found by the relaxed power-loss rounds (tests/test_powerloss_ckdb.py).
+    store._env.sync()
     store._keys = ring
     store._master = new_master
     ring.reload = store._reload_keyring

@@ -795,6 +795,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="master key file (default: $CKDB_KEY_FILE, else the store's own key file)",
     )
+    parser.add_argument(
+        "--retention",
+        metavar="POLICY",
+        default=None,
+        help="default retention policy for workflows without their own, applied by create and "
+        "prune (minimal, standard, extended, default). Default: none. The API's open-time default "
+        "is not stored in the store, so the CLI never assumes the application's: a store an "
+        "application opens with retention=None must not lose checkpoints to a CLI create",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and ckdb's log")
     parser.add_argument("--no-progress", action="store_true", help="never show progress bars")
     parser.add_argument("--version", action="version", version=f"ckdb {ckdb.__version__}")
@@ -1066,7 +1075,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return code
             path = args.store or default_store_path()
             args.existed = (path / "data.mdb").exists()
-            kwargs: dict[str, Any] = {"key_file": args.key_file}
+            retention = args.retention if args.retention not in (None, "none") else None
+            kwargs: dict[str, Any] = {"key_file": args.key_file, "retention": retention}
             if args.opens == "create":
                 if not args.existed:
                     path.parent.mkdir(parents=True, exist_ok=True)

@@ -207,10 +207,42 @@ def test_manual_and_pin_via_process(populated: dict[str, Any]) -> None:
 def test_prune_shows_keep_reasons(
     populated: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run_main(["--store", populated["store"], "prune", "wf", "--dry-run"], capsys)
+    code, out, _ = run_main(
+        ["--store", populated["store"], "--retention", "standard", "prune", "wf", "--dry-run"],
+        capsys,
+    )
     assert code == 0
     assert "newest valid checkpoint" in out and "pinned" in out
     assert "dry run: nothing was deleted" in out
+
+
+def test_cli_never_assumes_a_retention_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An application that opens its store with retention=None must not lose checkpoints to a
+    CLI create or prune (the CLI used to open with the library's default, "standard", and a
+    create deleted 6 of 15). Found in review. Stored per-workflow policies still apply."""
+    path = tmp_path / "app.ckdb"
+    with ckdb.open(path, retention=None) as app:
+        for i in range(15):
+            app.create("wf", "p", state={"i": {"v": i}})
+    state_file = tmp_path / "s.json"
+    state_file.write_text('{"step": {"n": 1}}')
+    code, _out, _ = run_main(
+        ["--store", str(path), "create", "wf", "cli", "--state", str(state_file)], capsys
+    )
+    assert code == 0
+    code, out, _ = run_main(["--store", str(path), "prune"], capsys)
+    assert code == 0
+    code, out, _ = run_main(["--store", str(path), "get-retention", "wf"], capsys)
+    assert code == 0
+    with ckdb.open(path, retention=None) as app:
+        assert len(app.list("wf")) == 16
+        app.set_retention("wf", "minimal")  # a stored policy is the store's own: it applies
+    code, out, _ = run_main(["--store", str(path), "prune", "wf"], capsys)
+    assert code == 0
+    with ckdb.open(path, retention=None) as app:
+        assert len(app.list("wf")) == 3
 
 
 def _damage(store_path: str, cid: str) -> None:

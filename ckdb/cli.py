@@ -233,6 +233,8 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    if value > threading.TIMEOUT_MAX:  # Event.wait would raise OverflowError in the monitor
+        raise argparse.ArgumentTypeError(f"must be at most {threading.TIMEOUT_MAX:.0f}: {text!r}")
     return value
 
 

@@ -156,8 +156,15 @@ class Monitor:
         on_corruption: Callable[[Finding], object] | None,
         lease_seconds: float | None,
     ) -> None:
-        if not isinstance(interval, int | float) or interval <= 0:
-            raise InvalidInput(f"interval must be a positive number of seconds, not {interval!r}")
+        if (
+            not isinstance(interval, int | float)
+            or isinstance(interval, bool)
+            or not 0 < interval <= threading.TIMEOUT_MAX
+        ):
+            raise InvalidInput(
+                f"interval must be a positive number of seconds (at most "
+                f"{threading.TIMEOUT_MAX:.0f}), not {interval!r}"
+            )
         self.store = store
         self.interval = float(interval)
         self.budget = budget

@@ -56,7 +56,6 @@ from ckdb.layout import (
     FLAG_MANUAL,
     FLAG_MARKED,
     FLAG_PINNED,
-    FRAME_MAGIC,
     ID_SIZE,
     RecordType,
     id_to_text,
@@ -656,8 +655,8 @@ class Scrubber:
             bad: list[tuple[bytes, str]] = []
             with self.env.read() as txn:
                 for key, value in txn.range(name):
-                    if bytes(value[:3]) != FRAME_MAGIC:
-                        continue
+                    if not value:
+                        continue  # index entries (e.g. LangGraph's run index) carry no value
                     try:
                         parse_frame(self.keys.mac, name, bytes(key), value)
                     except IntegrityError as err:

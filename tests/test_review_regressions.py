@@ -457,3 +457,65 @@ def test_backup_is_verified_with_the_key_file_it_carries(
     assert report.checkpoints == 1
     with ckdb.open(dest, retention=None) as copy:  # opens with its own key file
         assert copy.scrub().ok
+
+
+def test_scrub_reports_integration_frames_with_damaged_magic(store: ckdb.Store) -> None:
+    """Scrub skipped integration values whose first bytes no longer read as a frame, so damage
+    there was invisible to scrub, the monitor and backup verification. Found in review."""
+    store._env.ensure_db(b"lg_test")
+    frame = store._frame(ckdb.layout.RecordType.INTEGRATION, b"lg_test", b"k", b"payload",
+                         ckdb.layout.Codec.NONE)
+    store._env.write(lambda txn: txn.put(b"lg_test", b"k", frame))
+    assert store.scrub().ok
+    damaged = bytes([frame[0] ^ 0xFF]) + frame[1:]
+    store._env.write(lambda txn: txn.put(b"lg_test", b"k", damaged))
+    report = store.scrub()
+    assert not report.ok
+    assert any(f.kind == "integration" for f in report.findings)
+
+
+def test_monitor_interval_beyond_the_timeout_limit_is_invalid_input(store: ckdb.Store) -> None:
+    """A huge interval made Event.wait raise OverflowError in the monitor thread, which died
+    silently. Found in review."""
+    import threading
+
+    with pytest.raises(ckdb.InvalidInput):
+        store.monitor(interval=threading.TIMEOUT_MAX * 2)
+
+
+def test_crash_resume_report_without_kills_is_not_ok() -> None:
+    """A run that never delivered a kill (a workflow with no hook points) passed vacuously.
+    Found in review."""
+    from ckdb.testing.runner import CrashResumeReport
+
+    report = CrashResumeReport(
+        workflow="w:f", reference_result=None, reference_points=(), trials=(), minimal=None,
+        seed=1,
+    )
+    assert not report.ok
+    assert "no kill was delivered" in report.summary()
+
+
+def test_langgraph_put_never_deletes_the_checkpoint_it_wrote(store: ckdb.Store) -> None:
+    """With a retention policy, a put whose checkpoint id sorts before the existing ones (a
+    stepped clock, another process, a caller-chosen id) was deleted by its own retention in the
+    same transaction, and put returned a config pointing at nothing. Found in review."""
+    pytest.importorskip("langgraph")
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.base.id import uuid6
+
+    from ckdb.integrations.langgraph import CkdbSaver
+    from ckdb.retention import RetentionPolicy
+
+    saver = CkdbSaver(store, retention=RetentionPolicy(max_checkpoints=1))
+    cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+
+    def checkpoint(cid: str) -> Any:
+        c = empty_checkpoint()
+        c["id"] = cid
+        return c
+
+    first = saver.put(cfg, checkpoint(str(uuid6())), {}, {})
+    second = saver.put(first, checkpoint(str(uuid6())), {}, {})
+    early = saver.put(second, checkpoint("00000000-0000-0000-0000-000000000001"), {}, {})
+    assert saver.get_tuple(early) is not None

@@ -40,6 +40,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
+import attrs
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -316,7 +317,9 @@ class CkdbSaver(BaseCheckpointSaver[str]):
                 txn.put(db, key, value)
             policy = self._policy_in(txn, thread)
             if policy is not None:
-                self._retain_ns(txn, ns_prefix, policy, datetime.now(UTC), thread_id)
+                self._retain_ns(
+                    txn, ns_prefix, policy, datetime.now(UTC), thread_id, protect=checkpoint["id"]
+                )
 
         self._env.write(apply, estimate=estimate)
         return self._config(thread_id, ns, checkpoint["id"])
@@ -683,9 +686,12 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         thread_id: str,
         *,
         dry_run: bool = False,
+        protect: str | None = None,
     ) -> tuple[RetentionPlan, builtins.list[str]]:
         """Plan (and unless ``dry_run`` apply) ``policy`` to one namespace. Checkpoints whose
-        envelope does not verify are neither counted nor deleted."""
+        envelope does not verify are neither counted nor deleted. ``protect``: the checkpoint a
+        ``put`` just wrote is never deleted by its own retention, even if its id sorts before
+        older ones (a stepped clock, another process, a caller-chosen id). Found in review."""
         entries: builtins.list[Entry] = []
         envs: dict[str, tuple[bytes, _Envelope]] = {}
         for seq, (key, value) in enumerate(txn.prefix(DB_CHECKPOINTS, ns_prefix), start=1):
@@ -698,6 +704,9 @@ class CkdbSaver(BaseCheckpointSaver[str]):
             entries.append(Entry(seq=seq, id=env.id, created_at=created))
             envs[env.id] = (key, env)
         planned = plan_retention(entries, policy, now, workflow_id=thread_id)
+        if protect is not None and protect in planned.delete:
+            # Counted as usual, but never deleted by the put that wrote it.
+            planned = attrs.evolve(planned, delete=tuple(c for c in planned.delete if c != protect))
         if dry_run or not planned.delete:
             return planned, []
         for cid in planned.delete:

@@ -151,7 +151,10 @@ class CrashResumeReport:
 
     @property
     def ok(self) -> bool:
-        return all(t.ok for t in self.trials)
+        """Every trial matched the reference, and at least one kill was delivered: a run that
+        never killed anything proves nothing (e.g. a workflow that checkpoints only through
+        an integration's saver, which has no hook points). Found in review."""
+        return bool(self.kills) and all(t.ok for t in self.trials)
 
     @property
     def failures(self) -> tuple[Trial, ...]:
@@ -174,6 +177,13 @@ class CrashResumeReport:
     def summary(self) -> str:
         random_kills = sum(1 for k in self.kills if k.point is None)
         head = "passed" if self.ok else "FAILED"
+        if not self.kills:
+            return (
+                f"crash-resume FAILED: {self.workflow}\n"
+                f"  no kill was delivered ({len(self.reference_points)} hook points in the "
+                "reference run): the workflow never called store.create, effects.side_effect or "
+                "kill_point. Add hook points, or set random_kills, so that crashes are tested."
+            )
         lines = [
             f"crash-resume {head}: {self.workflow}",
             f"  reference: {len(self.reference_points)} hook points, "

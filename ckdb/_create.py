@@ -363,8 +363,11 @@ def create_checkpoint(
                 cap.pending[chunk_id] = store.chunk_frame(chunk_id, data, cap.codec)
     else:
         raise IntegrityError("chunks kept disappearing during the commit; nothing was written")
-    if cap is not None and cap.warnings:
-        info = attrs.evolve(info, warnings=tuple(cap.warnings))
+    if cap is not None and (cap.warnings or cap.doc.get("error")):
+        # A missing working directory is recorded in the file state (seed behaviour), and said
+        # here too: passing a mistyped path should not go unnoticed.
+        notes = ([cap.doc["error"]] if cap.doc.get("error") else []) + cap.warnings
+        info = attrs.evolve(info, warnings=tuple(notes))
     if verification_level is not None:
         report = store.validate(info.id, level=verification_level)
         if not report.ok:

@@ -268,6 +268,17 @@ def cmd_init(store: ckdb.Store, args: argparse.Namespace) -> int:
 
 
 def cmd_create(store: ckdb.Store, args: argparse.Namespace) -> int:
+    from_stdin = [
+        o
+        for o, v in (
+            ("--state", args.state),
+            ("--resources", args.resources),
+            ("--dependencies", args.dependencies),
+        )
+        if v == "-"
+    ]
+    if len(from_stdin) > 1:
+        raise InvalidInput(f"only one option can read stdin ('-'), not {', '.join(from_stdin)}")
     state = _read_json(args.state, "--state")
     if state is None:
         state = {}

@@ -519,3 +519,22 @@ def test_langgraph_put_never_deletes_the_checkpoint_it_wrote(store: ckdb.Store) 
     second = saver.put(first, checkpoint(str(uuid6())), {}, {})
     early = saver.put(second, checkpoint("00000000-0000-0000-0000-000000000001"), {}, {})
     assert saver.get_tuple(early) is not None
+
+
+def test_missing_working_directory_is_a_warning_of_create(store: ckdb.Store, tmp_path: Path) -> None:
+    """A mistyped files= path was recorded silently (the seed records a missing working
+    directory rather than raising); it is now also among the create's warnings, which the CLI
+    prints. Found in review."""
+    info = store.create("wf", "p", files=tmp_path / "no-such-dir")
+    assert any("does not exist" in w for w in info.warnings)
+    assert store.load(info.id).files.error  # type: ignore[union-attr]
+
+
+def test_cli_refuses_two_options_reading_stdin(tmp_path: Path) -> None:
+    """--state - --resources - read stdin twice; the second read failed with a misleading JSON
+    error. Found in review."""
+    from ckdb.cli import main
+
+    code = main(["--store", str(tmp_path / "s"), "create", "wf", "p", "--state", "-",
+                 "--resources", "-"])
+    assert code == ckdb.InvalidInput.exit_code

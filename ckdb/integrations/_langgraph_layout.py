@@ -72,7 +72,11 @@ class Layout:
     def checkpoint(self, ns_prefix: bytes, checkpoint_id: str) -> bytes:
         if not isinstance(checkpoint_id, str) or not checkpoint_id:
             raise InvalidInput(f"checkpoint id must be a non-empty str, not {checkpoint_id!r}")
-        return _bounded(ns_prefix + checkpoint_id.encode("utf-8"), "checkpoint key")
+        try:
+            raw = checkpoint_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"checkpoint id {checkpoint_id!r} is not valid Unicode") from None
+        return _bounded(ns_prefix + raw, "checkpoint key")
 
     def blob(self, ns_prefix: bytes, channel: str, version: object) -> bytes:
         key = ns_prefix + self.part(channel, "channel") + self.part(version_text(version), "ver")

@@ -459,6 +459,8 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         wanted_id: str | None = None
         if config is not None:
             conf = config.get("configurable") or {}
+            if "thread_id" not in conf:
+                raise InvalidInput("config['configurable'] needs a 'thread_id'")
             thread_id = str(conf["thread_id"])
             prefix = lay.thread(thread_id)
             if conf.get("checkpoint_ns") is not None:

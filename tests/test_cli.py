@@ -232,14 +232,14 @@ def test_cli_never_assumes_a_retention_default(
         ["--store", str(path), "create", "wf", "cli", "--state", str(state_file)], capsys
     )
     assert code == 0
-    code, out, _ = run_main(["--store", str(path), "prune"], capsys)
+    code, _out, _ = run_main(["--store", str(path), "prune"], capsys)
     assert code == 0
-    code, out, _ = run_main(["--store", str(path), "get-retention", "wf"], capsys)
+    code, _out, _ = run_main(["--store", str(path), "get-retention", "wf"], capsys)
     assert code == 0
     with ckdb.open(path, retention=None) as app:
         assert len(app.list("wf")) == 16
         app.set_retention("wf", "minimal")  # a stored policy is the store's own: it applies
-    code, out, _ = run_main(["--store", str(path), "prune", "wf"], capsys)
+    code, _out, _ = run_main(["--store", str(path), "prune", "wf"], capsys)
     assert code == 0
     with ckdb.open(path, retention=None) as app:
         assert len(app.list("wf")) == 3

@@ -18,7 +18,7 @@ import attrs
 from ckdb.capture import manifest_chunks
 from ckdb.chunks import release_refs
 from ckdb.codec import decode_registry
-from ckdb.errors import CkdbError, IntegrityError
+from ckdb.errors import CheckpointNotFound, FormatError, IntegrityError
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_MARKS,
@@ -37,6 +37,7 @@ from ckdb.retention import Entry
 
 if TYPE_CHECKING:
     from ckdb._env import Txn
+    from ckdb.meta import _Meta
     from ckdb.store import Store
 
 BATCH = 256
@@ -74,10 +75,12 @@ def registry_entries(store: Store, txn: Txn, wf_key: bytes) -> list[Entry]:
     return out
 
 
-def _newest_valid(store: Store, txn: Txn, wf_key: bytes) -> bytes | None:
-    """The newest valid checkpoint exactly as ``Store.latest`` defines it: not marked, its
-    registry entry verifies, and its metadata verifies and names this slot. (Trusting the flags
-    alone would keep a rotten newest checkpoint and delete the real resume point.)"""
+def newest_valid(store: Store, txn: Txn, wf_key: bytes) -> tuple[_Meta, int] | None:
+    """THE definition of a workflow's newest valid checkpoint, used by ``Store.latest`` and by
+    retention (which must never delete it): the newest registry entry that is not marked, whose
+    tag verifies, and whose metadata verifies and names the same slot. -> (metadata, flags).
+    (Trusting the flags alone would let retention keep a rotten newest checkpoint and delete the
+    real resume point: found in review.)"""
     for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
         try:
             cid, _created, flags = decode_registry(store._keys.mac, key, value)
@@ -86,10 +89,15 @@ def _newest_valid(store: Store, txn: Txn, wf_key: bytes) -> bytes | None:
             meta = store._read_meta(txn, cid)
             if meta.seq != split_registry_key(key)[1]:
                 continue
-        except CkdbError:
+        except (IntegrityError, CheckpointNotFound, FormatError):
             continue
-        return cid
+        return meta, flags
     return None
+
+
+def _newest_valid(store: Store, txn: Txn, wf_key: bytes) -> bytes | None:
+    found = newest_valid(store, txn, wf_key)
+    return None if found is None else found[0].cid
 
 
 def delete_victims(

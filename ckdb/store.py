@@ -97,7 +97,7 @@ from ckdb.meta import (  # noqa: F401 - re-exported
     _Meta,
     _now_us,
 )
-from ckdb.pruning import BATCH, delete_victims, registry_entries
+from ckdb.pruning import BATCH, delete_victims, newest_valid, registry_entries
 from ckdb.records import (
     KIND_AUTOMATIC,
     KIND_MANUAL,
@@ -910,20 +910,8 @@ class Store:
         verify. None if there is none."""
         check_name(workflow_id, "workflow_id")
         with self._env.read() as txn:
-            for reg_key, value in txn.prefix(
-                DB_REGISTRY, self._keys.wf_key(workflow_id), reverse=True
-            ):
-                try:
-                    cid, _created, flags = decode_registry(self._keys.mac, reg_key, value)
-                    if flags & FLAG_MARKED:
-                        continue
-                    meta = self._read_meta(txn, cid)
-                    if meta.seq != split_registry_key(reg_key)[1]:
-                        continue
-                except (IntegrityError, CheckpointNotFound, FormatError):
-                    continue
-                return meta.info(flags)
-        return None
+            found = newest_valid(self, txn, self._keys.wf_key(workflow_id))
+        return None if found is None else found[0].info(found[1])
 
     def workflows(self) -> builtins.list[str]:
         """Every workflow id with a record in the store, sorted."""

@@ -75,17 +75,7 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
         return ValidationReport(text_id, level, False, False, findings=(str(err),))
 
     def read(rtype: RecordType, name: str, raw_size: int, digest: bytes) -> Any:
-        key = store._keys.payload_key(cid, rtype, name)
-        value = txn.get(DB_PAYLOADS, key)
-        if value is None:
-            raise IntegrityError(f"{rtype.name.lower()} {name!r} is missing")
-        raw = store._unframe(DB_PAYLOADS, key, value, rtype)
-        if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
-            raise IntegrityError(f"{rtype.name.lower()} {name!r}: digest mismatch")
-        try:
-            return encoding.decode(raw)
-        except FormatError as err:
-            raise IntegrityError(f"{rtype.name.lower()} {name!r}: {err}") from None
+        return read_payload(store, txn, cid, rtype, name, raw_size, digest)
 
     checks = {
         RecordType.COMPONENT: ("workflow_state_valid", 0),
@@ -131,6 +121,30 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
         flags["chunks_checked"] = checked
     flags.setdefault("workflow_state_valid", True)
     return ValidationReport(text_id, level, findings=tuple(findings), **flags)
+
+
+def read_payload(
+    store: Store,
+    txn: Txn,
+    cid: bytes,
+    rtype: RecordType,
+    name: str,
+    raw_size: int,
+    digest: bytes,
+) -> Any:
+    """One payload of a checkpoint: present, tag valid, size and digest as its metadata says,
+    and decodable. Returns the value; any failure is an IntegrityError."""
+    key = store._keys.payload_key(cid, rtype, name)
+    value = txn.get(DB_PAYLOADS, key)
+    if value is None:
+        raise IntegrityError(f"{rtype.name.lower()} {name!r} is missing")
+    raw = store._unframe(DB_PAYLOADS, key, value, rtype)
+    if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
+        raise IntegrityError(f"{rtype.name.lower()} {name!r}: digest mismatch")
+    try:
+        return encoding.decode(raw)
+    except FormatError as err:
+        raise IntegrityError(f"{rtype.name.lower()} {name!r}: {err}") from None
 
 
 def check_chunk(store: Store, txn: Txn, chunk: bytes) -> str | None:

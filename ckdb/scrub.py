@@ -42,7 +42,7 @@ from ckdb.capture import manifest_chunks
 from ckdb.chunks import LEASE_PREFIX, decode_refs, encode_refs
 from ckdb.codec import decode_frame, decode_registry, parse_frame
 from ckdb.errors import CkdbError, IntegrityError, InvalidInput
-from ckdb.integrity import LEVELS, check_chunk, validate
+from ckdb.integrity import LEVELS, check_chunk, read_payload, validate
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_CHUNKS,
@@ -316,18 +316,10 @@ class Scrubber:
     def _check_payload(
         self, txn: Txn, cid: bytes, rtype: RecordType, name: str, raw_size: int, digest: bytes
     ) -> list[str]:
-        import hashlib  # noqa: PLC0415
-
-        key = self.store._keys.payload_key(cid, rtype, name)
-        value = txn.get(DB_PAYLOADS, key)
-        if value is None:
-            return [f"{rtype.name.lower()} {name!r} is missing"]
         try:
-            raw = self.store._unframe(DB_PAYLOADS, key, value, rtype)
+            read_payload(self.store, txn, cid, rtype, name, raw_size, digest)
         except IntegrityError as err:
             return [str(err)]
-        if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
-            return [f"{rtype.name.lower()} {name!r}: digest mismatch"]
         return []
 
     # -- handling a corrupt checkpoint -----------------------------------------------------------
@@ -368,18 +360,11 @@ class Scrubber:
 
     def _registry_slot(self, txn: Txn, cid: bytes) -> tuple[bytes | None, int | None]:
         """(registry key, flags or None if its tag fails) for a checkpoint, by metadata or scan."""
-        reg_key = None
-        with contextlib.suppress(IntegrityError, CkdbError):
+        try:
             meta = self.store._read_meta(txn, cid)
-            candidate = registry_key(self.keys.wf_key(meta.workflow_id), meta.seq)
-            value = txn.get(DB_REGISTRY, candidate)
-            if value is not None and bytes(value[:16]) == cid:
-                reg_key = candidate
-        if reg_key is None:
-            for key, value in txn.range(DB_REGISTRY):
-                if bytes(value[:16]) == cid:
-                    reg_key = bytes(key)
-                    break
+        except CkdbError:
+            meta = None  # missing or damaged metadata: the registry is scanned instead
+        reg_key = self.store._registry_key_of(txn, cid, meta)
         if reg_key is None:
             return None, None
         value = txn.get(DB_REGISTRY, reg_key)

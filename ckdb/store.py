@@ -937,16 +937,21 @@ class Store:
             meta = self._read_meta(txn, cid)
         except IntegrityError:
             meta = None
+        return self._registry_key_of(txn, cid, meta), meta
+
+    def _registry_key_of(self, txn: Txn, cid: bytes, meta: _Meta | None) -> bytes | None:
+        """The registry key holding ``cid``: the slot its metadata names, else (damaged metadata
+        or registry) found by scanning the registry (rare path). Values are matched by their id
+        bytes, not verified: callers decide what a failing entry means."""
         if meta is not None:
             reg_key = registry_key(self._keys.wf_key(meta.workflow_id), meta.seq)
             value = txn.get(DB_REGISTRY, reg_key)
             if value is not None and bytes(value[:16]) == cid:
-                return reg_key, meta
-        # Damaged metadata or registry: find the registry entry by scanning (rare path).
+                return reg_key
         for key, value in txn.range(DB_REGISTRY):
             if bytes(value[:16]) == cid:
-                return key, meta
-        return None, meta
+                return bytes(key)
+        return None
 
     def _delete_in(self, txn: Txn, cid: bytes, reg_key: bytes | None) -> None:
         try:

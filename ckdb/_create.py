@@ -243,14 +243,15 @@ def create_checkpoint(
         if wf_doc is None:
             wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
         seq = int(wf_doc["next_seq"])
-        for last_key, _value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-            # A lost or rolled-back workflow record must not hand out a taken sequence.
-            seq = max(seq, split_registry_key(last_key)[1] + 1)
-            break
         parent = None
+        newest = True
         for reg_key_, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+            if newest:
+                # A lost or rolled-back workflow record must not hand out a taken sequence.
+                seq = max(seq, split_registry_key(reg_key_)[1] + 1)
+                newest = False
             try:  # the newest entry that verifies (a damaged one names no parent)
-                parent = decode_registry(store._keys.mac, reg_key_, value)[0]
+                parent = store._registry_entry(reg_key_, value)[0]
                 break
             except IntegrityError:
                 continue
@@ -269,17 +270,15 @@ def create_checkpoint(
             "components": comps,
             "integrity": integrity,
         }
-        meta_frame = store._frame(
-            RecordType.METADATA, DB_CHECKPOINTS, cid, encoding.encode(meta_doc), Codec.NONE
-        )
+        meta_raw = encoding.encode(meta_doc)
+        meta_frame = store._frame(RecordType.METADATA, DB_CHECKPOINTS, cid, meta_raw, Codec.NONE)
         reg_key = registry_key(wf_key, seq)
         reg_value = store._registry_value(reg_key, cid, created_us, flags)
         wf_doc["next_seq"] = seq + 1
         if cap is not None:
             wf_doc["working_directory"] = cap.root
-        wf_frame = store._frame(
-            RecordType.WORKFLOW, DB_WORKFLOWS, wf_key, encoding.encode(wf_doc), Codec.NONE
-        )
+        wf_raw = encoding.encode(wf_doc)
+        wf_frame = store._frame(RecordType.WORKFLOW, DB_WORKFLOWS, wf_key, wf_raw, Codec.NONE)
         if not txn.put(DB_CHECKPOINTS, cid, meta_frame, overwrite=False):
             raise IntegrityError(f"checkpoint id {id_to_text(cid)} already exists")
         written = [(DB_CHECKPOINTS, cid, meta_frame)]
@@ -310,9 +309,9 @@ def create_checkpoint(
             # Nested: damage found in an old victim (a bad reference count, say) skips
             # retention for this create; it never blocks the new checkpoint. Scrub repairs it.
             try:
-                with txn.nested() as sub:
-                    policy = store._policy_in(sub, wf_key)
-                    if policy is not None:
+                policy = store._policy_in(txn, wf_key)
+                if policy is not None:
+                    with txn.nested() as sub:
                         now = _dt(created_us)
                         planned = plan_retention(registry_entries(store, sub, wf_key), policy, now)
                         if planned.delete:
@@ -330,6 +329,10 @@ def create_checkpoint(
         if back_entry != reg_value:
             raise IntegrityError("read-back of the registry entry differs from what was put")
         decode_registry(store._keys.mac, reg_key, back_entry)  # and its tag verifies
+        # Verified just now: later reads of these exact bytes compare instead of re-verifying.
+        store._verified.put((DB_REGISTRY, reg_key), reg_value, (cid, created_us, flags))
+        store._verified.put((DB_CHECKPOINTS, cid, RecordType.METADATA), meta_frame, meta_raw)
+        store._verified.put((DB_WORKFLOWS, wf_key, RecordType.WORKFLOW), wf_frame, wf_raw)
         return _Meta(
             cid,
             workflow_id,

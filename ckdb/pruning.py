@@ -17,7 +17,6 @@ import attrs
 
 from ckdb.capture import manifest_chunks
 from ckdb.chunks import release_refs
-from ckdb.codec import decode_registry
 from ckdb.errors import CheckpointNotFound, FormatError, IntegrityError
 from ckdb.layout import (
     DB_CHECKPOINTS,
@@ -55,7 +54,7 @@ def registry_entries(store: Store, txn: Txn, wf_key: bytes) -> list[Entry]:
     keeper_seq: int | None = None
     for key, value in txn.prefix(DB_REGISTRY, wf_key):
         try:
-            cid, created_us, flags = decode_registry(store._keys.mac, key, value)
+            cid, created_us, flags = store._registry_entry(key, value)
         except IntegrityError:
             continue
         seq = split_registry_key(key)[1]
@@ -83,7 +82,7 @@ def newest_valid(store: Store, txn: Txn, wf_key: bytes) -> tuple[_Meta, int] | N
     real resume point: found in review.)"""
     for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
         try:
-            cid, _created, flags = decode_registry(store._keys.mac, key, value)
+            cid, _created, flags = store._registry_entry(key, value)
             if flags & FLAG_MARKED:
                 continue
             meta = store._read_meta(txn, cid)
@@ -120,7 +119,7 @@ def delete_victims(
             skipped.append(text_id)
             continue
         try:
-            _c, created_us, flags = decode_registry(store._keys.mac, reg_key, value)
+            _c, created_us, flags = store._registry_entry(reg_key, value)
         except IntegrityError:
             skipped.append(text_id)
             continue

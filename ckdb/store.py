@@ -37,6 +37,7 @@ from ckdb._open import (
     _resolve_key,
     check_format,
 )
+from ckdb._verified import Verified
 from ckdb.capture import (
     check_manifest,
     file_state,
@@ -179,6 +180,7 @@ class Store:
                 f"encryption must be None or one of {tuple(CIPHERS)}, not {encryption!r}"
             )
         self._corruption_handlers: builtins.list[Callable[[Finding], object]] = []
+        self._verified = Verified()  # small values that verified, by address (_verified.py)
         if on_corruption is not None:
             if not callable(on_corruption):
                 raise InvalidInput("on_corruption must be callable")
@@ -358,8 +360,25 @@ class Store:
         return encode_frame(k.active_mac, k.active, rtype, db, key, raw, codec, k.active_aead)
 
     def _unframe(self, db: bytes, key: bytes, value: bytes, expect: RecordType) -> bytes:
-        k = self._keys
-        return decode_frame(k.mac, db, key, value, expect, k.aead)
+        """Verify (tag, decryption, length) and decompress the frame ``value`` read at
+        ``db``/``key``. Byte-identical repeats of a small frame that verified are recognised
+        by comparison (see ``ckdb/_verified.py``)."""
+        address = (db, key, expect)
+        raw: bytes | None = self._verified.get(address, value)
+        if raw is None:
+            k = self._keys
+            raw = decode_frame(k.mac, db, key, value, expect, k.aead)
+            self._verified.put(address, value, raw)
+        return raw
+
+    def _registry_entry(self, key: bytes, value: bytes) -> tuple[bytes, int, int]:
+        """A verified registry entry -> (checkpoint id, created_at µs, flags)."""
+        address = (DB_REGISTRY, key)
+        entry: tuple[bytes, int, int] | None = self._verified.get(address, value)
+        if entry is None:
+            entry = decode_registry(self._keys.mac, key, value)
+            self._verified.put(address, value, entry)
+        return entry
 
     def _registry_value(self, key: bytes, cid: bytes, created_us: int, flags: int) -> bytes:
         k = self._keys
@@ -504,7 +523,7 @@ class Store:
         """The newest verifiable manifest of a workflow (for incremental capture), or None."""
         for reg_key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
             try:
-                pcid, _c, flags = decode_registry(self._keys.mac, reg_key, value)
+                pcid, _c, flags = self._registry_entry(reg_key, value)
                 if flags & FLAG_MARKED:
                     continue
                 doc = self._read_manifest(txn, pcid)
@@ -531,10 +550,16 @@ class Store:
         return _Meta.parse(cid, raw)
 
     def _read_meta(self, txn: Txn, cid: bytes) -> _Meta:
-        raw = txn.get(DB_CHECKPOINTS, cid)
-        if raw is None:
+        value = txn.get(DB_CHECKPOINTS, cid)
+        if value is None:
             raise CheckpointNotFound(f"no checkpoint {id_to_text(cid)}")
-        return _Meta.parse_cached(cid, self._unframe(DB_CHECKPOINTS, cid, raw, RecordType.METADATA))
+        address = (DB_CHECKPOINTS, cid, "parsed")
+        meta: _Meta | None = self._verified.get(address, value)
+        if meta is None:
+            raw = self._unframe(DB_CHECKPOINTS, cid, value, RecordType.METADATA)
+            meta = _Meta.parse_cached(cid, raw)
+            self._verified.put(address, value, meta)
+        return meta
 
     def _read_flags(self, txn: Txn, meta: _Meta) -> tuple[bytes, int]:
         """The registry entry of a checkpoint: (registry key, flags); IntegrityError if damaged."""
@@ -542,7 +567,7 @@ class Store:
         value = txn.get(DB_REGISTRY, reg_key)
         if value is None:
             raise IntegrityError(f"checkpoint {id_to_text(meta.cid)} has no registry entry")
-        rcid, _created, flags = decode_registry(self._keys.mac, reg_key, value)
+        rcid, _created, flags = self._registry_entry(reg_key, value)
         if rcid != meta.cid:
             raise IntegrityError(
                 f"registry slot of checkpoint {id_to_text(meta.cid)} names {id_to_text(rcid)}"
@@ -783,7 +808,7 @@ class Store:
             value = txn.get(DB_REGISTRY, reg_key)
             assert value is not None
             try:
-                _rcid, created_us, flags = decode_registry(self._keys.mac, reg_key, value)
+                _rcid, created_us, flags = self._registry_entry(reg_key, value)
             except IntegrityError:
                 # A damaged entry is left as it is: its flags (PINNED) are unknown, and a fresh
                 # tag would launder the damage. It already fails verification; the mark record
@@ -822,7 +847,7 @@ class Store:
     def _entry_info(self, txn: Txn, reg_key: bytes, value: bytes) -> CheckpointInfo | None:
         """Info for a registry entry; damaged entries come back with status "corrupted"."""
         try:
-            cid, created_us, flags = decode_registry(self._keys.mac, reg_key, value)
+            cid, created_us, flags = self._registry_entry(reg_key, value)
         except IntegrityError:
             cid, created_us, flags = bytes(value[:16]), 0, FLAG_MARKED
         try:
@@ -992,7 +1017,7 @@ class Store:
                 # delete that workflow's checkpoint. The id is taken from a verified entry, or,
                 # if the entry fails, from metadata that verifies and names this workflow.
                 try:
-                    cid = decode_registry(self._keys.mac, key, value)[0]
+                    cid = self._registry_entry(key, value)[0]
                 except IntegrityError:
                     cid = bytes(value[:16])
                 if len(cid) != ID_SIZE or txn.get(DB_CHECKPOINTS, cid) is None:

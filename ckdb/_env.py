@@ -233,6 +233,24 @@ class Txn:
                 return n
             n += 1
 
+    def delete_prefixes(self, db: bytes, prefixes: list[bytes]) -> int:
+        """Delete every key that starts with one of ``prefixes`` (sorted, none a prefix of
+        another), moving one cursor forward: one ``delete_range`` per prefix would open a
+        cursor each."""
+        cur = self._txn.cursor(db=self._dbs[db])
+        n = 0
+        for prefix in prefixes:
+            if not cur.set_range(prefix):
+                return n
+            while True:
+                key = cur.key()
+                if not key or not key.startswith(prefix):
+                    break
+                if not cur.delete():
+                    return n
+                n += 1
+        return n
+
     def delete_keys_in_range(self, db: bytes, lo: bytes, hi: bytes, keys: set[bytes]) -> int:
         """One cursor pass over ``lo <= key < hi`` deleting the members of ``keys``."""
         cur = self._txn.cursor(db=self._dbs[db])

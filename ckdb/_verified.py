@@ -7,11 +7,12 @@ key and those bytes, and data keys are never replaced (rotation adds keys; retir
 a repeated read compares the bytes (``memcmp``) instead of recomputing the HMAC, and returns the
 earlier result. Bytes that differ in any way, damage included, miss and are verified in full.
 
-Only small values are kept (metadata, registry entries, workflow records: listing, ``latest`` and
-retention planning read the same few again and again); payloads and chunks are verified on every
-read. The memo is bounded in bytes and dropped whole when full. Values verified by the write
-path's read-back (inside the write transaction) are added, so the first ``latest`` after a
-``create`` compares instead of re-verifying.
+Only small records are kept: metadata (parsed), registry entries, workflow records and settings,
+which listing, ``latest`` and retention planning read again and again; both the stored value and
+what it verified to must fit in ``MAX_VALUE``. Payloads and chunks are verified on every read.
+The memo is bounded in bytes (counting the stored value, the result and an overhead per entry)
+and dropped whole when full. A registry entry and a workflow record that create's read-back just
+verified in full (inside the write transaction) are added, so the next read compares.
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ class Verified:
             return hit[1]
         return None
 
-    def put(self, address: tuple[Any, ...], value: bytes, result: Any) -> None:
-        """Remember that ``value`` at ``address`` verified to ``result`` (never None)."""
+    def put(self, address: tuple[Any, ...], value: bytes, result: Any, extra: int = 0) -> None:
+        """Remember that ``value`` at ``address`` verified to ``result`` (never None);
+        ``extra``: bytes the result holds (a decompressed body), for the bound."""
         size = len(value)
-        if size > MAX_VALUE or type(value) is not bytes:
+        if size > MAX_VALUE or extra > MAX_VALUE or type(value) is not bytes:
             return
         if self._bytes > MAX_BYTES:
             self.clear()
         self._map[address] = (value, result)
-        self._bytes += size + _OVERHEAD
+        self._bytes += size + extra + _OVERHEAD
 
     def clear(self) -> None:
         self._map = {}

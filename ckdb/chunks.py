@@ -19,7 +19,7 @@ from ckdb import encoding
 from ckdb._env import Txn
 from ckdb.codec import _tag, decode_frame, encode_frame
 from ckdb.errors import IntegrityError
-from ckdb.keys import Keyring
+from ckdb.keys import Keyring, Mac
 from ckdb.layout import (
     DB_CHUNKS,
     DB_REFS,
@@ -58,7 +58,7 @@ def decode_refs(keys: Keyring, cid: bytes, value: bytes) -> int:
     return int(count)
 
 
-def _refs_tag(mac: hmac.HMAC, cid: bytes, head: bytes) -> bytes:
+def _refs_tag(mac: Mac, cid: bytes, head: bytes) -> bytes:
     return _tag(mac, b"refs-entry", DB_REFS, cid, head)[:16]
 
 

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import cramjam
 
 from ckdb.errors import FormatError, IntegrityError
+from ckdb.keys import Mac
 from ckdb.layout import (
     FRAME_HEADER,
     FRAME_MAGIC,
@@ -41,11 +42,13 @@ AUTO_ZSTD_FROM = 64 << 10
 MAX_RAW_LEN = 1 << 40  # sanity bound on a header's raw length (checked after the tag)
 PREALLOCATE_MAX = 64 << 20
 
+_HEADER_SIZE = FRAME_HEADER.size
+_MIN_FRAME = FRAME_HEADER.size + TAG_SIZE
 _ADDR = struct.Struct(">B")
 _KEYLEN = struct.Struct(">H")
 
 #: key id -> a keyed HMAC object to ``.copy()`` (raises KeyError for an unknown key id)
-MacLookup = Callable[[int], "hmac.HMAC"]
+MacLookup = Callable[[int], Mac]
 #: key id -> the AEAD cipher of an encrypted store (None: bodies are not encrypted)
 AeadLookup = Callable[[int], Any]
 
@@ -61,7 +64,7 @@ class Frame(NamedTuple):
     body: bytes  # as stored (maybe compressed)
 
 
-def _tag(mac: hmac.HMAC, header: bytes, db: bytes, key: bytes, body: bytes | memoryview) -> bytes:
+def _tag(mac: Mac, header: bytes, db: bytes, key: bytes, body: bytes | memoryview) -> bytes:
     h = mac.copy()
     h.update(b"".join((header, _ADDR.pack(len(db)), db, _KEYLEN.pack(len(key)), key)))
     h.update(body)
@@ -120,7 +123,7 @@ def decompress(codec: int, body: bytes | memoryview, raw_len: int) -> bytes:
 
 
 def encode_frame(
-    mac: hmac.HMAC,
+    mac: Mac,
     key_id: int,
     rtype: RecordType,
     db: bytes,
@@ -163,28 +166,30 @@ def decrypt_body(aead: Any, frame: Frame, header: bytes, db: bytes, key: bytes) 
 
 def parse_frame(macs: MacLookup, db: bytes, key: bytes, value: bytes | memoryview) -> Frame:
     """Check structure and tag; return the header fields and the stored body. No decompression."""
-    view = memoryview(value)
-    if len(view) < FRAME_HEADER.size + TAG_SIZE:
-        raise IntegrityError(f"{_where(db, key)}: frame of {len(view)} bytes is too short")
-    magic, version, rtype, codec, key_id, raw_len = FRAME_HEADER.unpack_from(view)
+    if type(value) is not bytes:
+        value = bytes(value)
+    size = len(value)
+    if size < _MIN_FRAME:
+        raise IntegrityError(f"{_where(db, key)}: frame of {size} bytes is too short")
+    magic, version, rtype, codec, key_id, raw_len = FRAME_HEADER.unpack_from(value)
     if magic != FRAME_MAGIC:
         raise IntegrityError(f"{_where(db, key)}: not a frame (bad magic)")
     if version != FRAME_VERSION:
         raise IntegrityError(f"{_where(db, key)}: unknown frame version {version}")
-    header = bytes(view[: FRAME_HEADER.size])
-    body = view[FRAME_HEADER.size : len(view) - TAG_SIZE]
-    tag = bytes(view[len(view) - TAG_SIZE :])
+    body = value[_HEADER_SIZE : size - TAG_SIZE]
     try:
         mac = macs(key_id)
     except KeyError:
         raise IntegrityError(
             f"{_where(db, key)}: frame tagged with unknown key id {key_id}"
         ) from None
-    if not hmac.compare_digest(_tag(mac, header, db, key, body), tag):
+    if not hmac.compare_digest(
+        _tag(mac, value[:_HEADER_SIZE], db, key, body), value[size - TAG_SIZE :]
+    ):
         raise IntegrityError(f"{_where(db, key)}: integrity tag mismatch")
     if raw_len > MAX_RAW_LEN:
         raise IntegrityError(f"{_where(db, key)}: implausible raw length {raw_len}")
-    return Frame(rtype, codec, key_id, raw_len, bytes(body))
+    return Frame(rtype, codec, key_id, raw_len, body)
 
 
 def decode_frame(
@@ -214,7 +219,7 @@ def decode_frame(
 
 
 def encode_registry(
-    mac: hmac.HMAC, key_id: int, key: bytes, cid: bytes, created_us: int, flags: int
+    mac: Mac, key_id: int, key: bytes, cid: bytes, created_us: int, flags: int
 ) -> bytes:
     head = REGISTRY_VALUE.pack(cid, created_us, flags, key_id, b"\0" * REGISTRY_TAG_SIZE)
     head = head[:REGISTRY_TAGGED]
@@ -237,7 +242,7 @@ def decode_registry(
     return cid, created, flags
 
 
-def _short_tag(mac: hmac.HMAC, key: bytes, head: bytes) -> bytes:
+def _short_tag(mac: Mac, key: bytes, head: bytes) -> bytes:
     return _tag(mac, b"registry-entry", b"registry", key, head)[:REGISTRY_TAG_SIZE]
 
 

@@ -18,7 +18,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -79,6 +79,23 @@ def new_master_key() -> bytes:
     return secrets.token_bytes(32)
 
 
+class Mac(Protocol):
+    """A keyed HMAC-SHA256 state to ``copy()`` per message (``hmac.HMAC`` or OpenSSL's own)."""
+
+    def copy(self) -> Mac: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+def new_mac(key: bytes) -> Mac:
+    """HMAC-SHA256 keyed with ``key``: the OpenSSL object behind ``hmac.new`` when there is one
+    (its ``copy``/``update``/``digest`` skip a Python wrapper per call: ~0.4 µs of ~1.5 per tag),
+    else ``hmac.new`` itself. Same digests either way."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    fast = getattr(mac, "_hmac", None)
+    return mac if fast is None else cast(Mac, fast)
+
+
 class Keyring:
     """The unwrapped keys of one open store."""
 
@@ -88,18 +105,13 @@ class Keyring:
         self.data_keys = dict(data_keys)
         self.active = active
         self.content_key = content_key
-        self._macs = {
-            kid: hmac.new(hkdf(k, b"mac"), digestmod=hashlib.sha256)
-            for kid, k in self.data_keys.items()
-        }
+        self._macs = {kid: new_mac(hkdf(k, b"mac")) for kid, k in self.data_keys.items()}
         self.active_mac = self._macs[active]
-        self.content_mac = hmac.new(hkdf(content_key, b"content-id"), digestmod=hashlib.sha256)
+        self.content_mac = new_mac(hkdf(content_key, b"content-id"))
         self.cipher: str | None = None  # set by the store: "aes-gcm" or "chacha20-poly1305"
         self._aeads: dict[int, Any] = {}
-        self._name_mac = hmac.new(hkdf(content_key, b"workflow-name"), digestmod=hashlib.sha256)
-        self._component_mac = hmac.new(
-            hkdf(content_key, b"component-name"), digestmod=hashlib.sha256
-        )
+        self._name_mac = new_mac(hkdf(content_key, b"workflow-name"))
+        self._component_mac = new_mac(hkdf(content_key, b"component-name"))
 
     def aead(self, key_id: int) -> Any:
         """The AEAD cipher for a key id in an encrypted store; None when not encrypted."""
@@ -139,7 +151,7 @@ class Keyring:
     #: the store's current keyring, or None.
     reload: Callable[[], Keyring | None] | None = None
 
-    def mac(self, key_id: int) -> hmac.HMAC:
+    def mac(self, key_id: int) -> Mac:
         """The keyed HMAC for a key id (``.copy()`` it); KeyError for an unknown id."""
         try:
             return self._macs[key_id]

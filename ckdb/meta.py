@@ -103,7 +103,7 @@ class _Meta:
     parent: bytes | None
     components: list[list[Any]]
     integrity: bytes
-    _infos: dict[tuple[int, str | None], CheckpointInfo] = field(factory=dict, eq=False, repr=False)
+    _infos: dict[tuple[int | str, str | None], Any] = field(factory=dict, eq=False, repr=False)
 
     @staticmethod
     def parse_cached(cid: bytes, raw: bytes) -> _Meta:
@@ -177,6 +177,15 @@ class _Meta:
                 f"checkpoint {id_to_text(cid)}: metadata belongs to {id_to_text(meta.cid)}"
             )
         return meta
+
+    def integrity_ok(self) -> bool:
+        """Does the integrity digest match the component digests? (computed once per parse)"""
+        ok = self._infos.get(("integrity", None))
+        if ok is None:
+            ok = self._infos[("integrity", None)] = _integrity(self.cid, self.components) == (
+                self.integrity
+            )
+        return bool(ok)
 
     def info(self, flags: int, status: str | None = None) -> CheckpointInfo:
         key = (flags, status)

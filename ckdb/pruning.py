@@ -9,7 +9,7 @@ skipped. Registry entries are removed with one cursor pass over the victims' key
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -28,7 +28,6 @@ from ckdb.layout import (
     FLAG_PINNED,
     id_from_text,
     id_to_text,
-    prefix_end,
     registry_key,
     split_registry_key,
 )
@@ -39,7 +38,8 @@ if TYPE_CHECKING:
     from ckdb.meta import _Meta
     from ckdb.store import Store
 
-BATCH = 256
+BATCH = 256  # checkpoints with a working-directory capture per transaction (they release refs)
+BATCH_PLAIN = 2048  # checkpoints without one: a few small deletes each
 AUTO_MAX = 16
 
 
@@ -67,6 +67,8 @@ def registry_entries(store: Store, txn: Txn, wf_key: bytes) -> list[Entry]:
                 created_at=datetime.fromtimestamp(created_us / 1_000_000, tz=UTC),
                 pinned=bool(flags & FLAG_PINNED),
                 marked=bool(flags & FLAG_MARKED),
+                files=bool(flags & FLAG_FILES),
+                cid=cid,
             )
         )
     if keeper_seq is not None:
@@ -100,19 +102,25 @@ def _newest_valid(store: Store, txn: Txn, wf_key: bytes) -> bytes | None:
 
 
 def delete_victims(
-    store: Store, txn: Txn, wf_key: bytes, victims: Iterable[tuple[int, str]], now_us: int
+    store: Store,
+    txn: Txn,
+    wf_key: bytes,
+    victims: Iterable[tuple[int, str] | tuple[int, str, bytes]],
+    now_us: int,
 ) -> tuple[list[str], list[str]]:
-    """Delete whole checkpoints ``(seq, id)`` of one workflow inside ``txn``.
+    """Delete whole checkpoints ``(seq, id[, id as bytes])`` of one workflow inside ``txn``.
 
     Returns (deleted ids, skipped ids). A victim whose manifest cannot be read is marked, not
     half-deleted (its chunk references could not be released).
     """
     keep_cid = _newest_valid(store, txn, wf_key)
     doomed: dict[bytes, bytes] = {}  # registry key -> checkpoint id
+    texts: dict[bytes, str] = {}
     marked: set[bytes] = set()
     skipped: list[str] = []
-    for seq, text_id in victims:
-        cid = id_from_text(text_id)
+    for victim in victims:
+        seq, text_id = victim[0], victim[1]
+        cid = victim[2] if len(victim) > 2 else id_from_text(text_id)
         reg_key = registry_key(wf_key, seq)
         value = txn.get(DB_REGISTRY, reg_key)
         if value is None or bytes(value[:16]) != cid or cid == keep_cid:
@@ -142,6 +150,7 @@ def delete_victims(
                 continue
             release_refs(txn, store._keys, manifest_chunks(manifest), now_us)
         doomed[reg_key] = cid
+        texts[cid] = text_id
         if flags & FLAG_MARKED:
             marked.add(cid)
     if not doomed:
@@ -149,9 +158,27 @@ def delete_victims(
     # Registry: one cursor pass from the first to the last victim, deleting victims only.
     keys = sorted(doomed)
     txn.delete_keys_in_range(DB_REGISTRY, keys[0], keys[-1] + b"\x00", set(keys))
-    for cid in doomed.values():
+    cids = sorted(doomed.values())
+    for cid in cids:
         txn.delete(DB_CHECKPOINTS, cid)
-        txn.delete_range(DB_PAYLOADS, cid, prefix_end(cid))
-        if cid in marked:  # only marked checkpoints have marks records (mark() sets the flag)
-            txn.delete_range(DB_MARKS, cid, prefix_end(cid))
-    return [id_to_text(c) for c in doomed.values()], skipped
+    txn.delete_prefixes(DB_PAYLOADS, cids)  # one cursor, in key order
+    if marked:  # only marked checkpoints have marks records (mark() sets the flag)
+        txn.delete_prefixes(DB_MARKS, sorted(marked))
+    return [texts[c] for c in doomed.values()], skipped
+
+
+def prune_batches(
+    work: list[tuple[bytes, int, str, bytes, bool]],
+) -> Iterator[list[tuple[bytes, int, str, bytes, bool]]]:
+    """Split prune work into transactions: at most BATCH checkpoints with files (each releases
+    its chunk references) or BATCH_PLAIN without (a few deletes each): bounded dirty pages."""
+    batch: list[tuple[bytes, int, str, bytes, bool]] = []
+    cost = 0
+    for item in work:
+        batch.append(item)
+        cost += BATCH_PLAIN // BATCH if item[4] else 1
+        if cost >= BATCH_PLAIN:
+            yield batch
+            batch, cost = [], 0
+    if batch:
+        yield batch

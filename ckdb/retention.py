@@ -132,6 +132,8 @@ class Entry:
     created_at: datetime
     pinned: bool = False
     marked: bool = False
+    files: bool = False  # holds a working-directory capture (deleting it releases chunks)
+    cid: bytes = b""  # the 16-byte id, when the caller has it (saves parsing ``id`` again)
 
 
 @frozen

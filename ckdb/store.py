@@ -98,7 +98,7 @@ from ckdb.meta import (  # noqa: F401 - re-exported
     _Meta,
     _now_us,
 )
-from ckdb.pruning import BATCH, delete_victims, newest_valid, registry_entries
+from ckdb.pruning import delete_victims, newest_valid, prune_batches, registry_entries
 from ckdb.records import (
     KIND_AUTOMATIC,
     KIND_MANUAL,
@@ -119,6 +119,8 @@ from ckdb.retention import plan as plan_retention
 from ckdb.scrub import Finding, Scrubber, ScrubReport
 
 _log = logging.getLogger("ckdb")
+#: Small records read again and again (listing, ``latest``, retention): memoised once verified.
+_MEMO_TYPES = frozenset((RecordType.WORKFLOW, RecordType.SETTING))
 DURABILITIES = ("sync", "relaxed")
 _RETENTION_PREFIX = b"retention/"
 
@@ -363,12 +365,15 @@ class Store:
         """Verify (tag, decryption, length) and decompress the frame ``value`` read at
         ``db``/``key``. Byte-identical repeats of a small frame that verified are recognised
         by comparison (see ``ckdb/_verified.py``)."""
+        if expect not in _MEMO_TYPES:  # payloads and chunks: verified on every read
+            k = self._keys
+            return decode_frame(k.mac, db, key, value, expect, k.aead)
         address = (db, key, expect)
         raw: bytes | None = self._verified.get(address, value)
         if raw is None:
             k = self._keys
             raw = decode_frame(k.mac, db, key, value, expect, k.aead)
-            self._verified.put(address, value, raw)
+            self._verified.put(address, value, raw, len(raw))
         return raw
 
     def _registry_entry(self, key: bytes, value: bytes) -> tuple[bytes, int, int]:
@@ -556,9 +561,10 @@ class Store:
         address = (DB_CHECKPOINTS, cid, "parsed")
         meta: _Meta | None = self._verified.get(address, value)
         if meta is None:
-            raw = self._unframe(DB_CHECKPOINTS, cid, value, RecordType.METADATA)
+            k = self._keys
+            raw = decode_frame(k.mac, DB_CHECKPOINTS, cid, value, RecordType.METADATA, k.aead)
             meta = _Meta.parse_cached(cid, raw)
-            self._verified.put(address, value, meta)
+            self._verified.put(address, value, meta, 3 * len(value))  # parsed: ~3x the bytes
         return meta
 
     def _read_flags(self, txn: Txn, meta: _Meta) -> tuple[bytes, int]:
@@ -585,7 +591,7 @@ class Store:
             _reg_key, flags = self._read_flags(txn, meta)
             if flags & FLAG_MARKED:
                 raise IntegrityError(f"checkpoint {id_to_text(cid)} is marked corrupted")
-            if _integrity(cid, meta.components) != meta.integrity:
+            if not meta.integrity_ok():
                 raise IntegrityError(f"checkpoint {id_to_text(cid)}: integrity digest mismatch")
             state: dict[str, Any] = {}
             resources: Any = None
@@ -1204,7 +1210,7 @@ class Store:
         # Plan every workflow first (from one snapshot each), then delete in transactions of at
         # most BATCH checkpoints that may span workflows: 1,000 small workflows cost a few
         # commits, not 1,000. Leases use the real clock, never the caller's ``now``.
-        work: builtins.list[tuple[bytes, int, str]] = []
+        work: builtins.list[tuple[bytes, int, str, bytes, bool]] = []
         for name in names:
             wf_key = self._keys.wf_key(name)
             with self._env.read() as txn:
@@ -1214,18 +1220,21 @@ class Store:
                 continue
             planned = plan_retention(entries, wf_policy, now, workflow_id=name)
             plans.append(planned)
-            by_id = {e.id: e.seq for e in entries}
-            work.extend((wf_key, by_id[i], i) for i in planned.delete)
+            by_id = {e.id: e for e in entries}
+            work.extend(
+                (wf_key, by_id[i].seq, i, by_id[i].cid, by_id[i].files) for i in planned.delete
+            )
         if not dry_run:
-            for start in range(0, len(work), BATCH):
-                batch = work[start : start + BATCH]
+            for batch in prune_batches(work):
 
-                def apply(txn: Txn, batch: builtins.list[tuple[bytes, int, str]] = batch) -> Any:
+                def apply(
+                    txn: Txn, batch: builtins.list[tuple[bytes, int, str, bytes, bool]] = batch
+                ) -> Any:
                     done: builtins.list[str] = []
                     passed: builtins.list[str] = []
-                    groups: dict[bytes, builtins.list[tuple[int, str]]] = {}
-                    for wf_key, seq, text_id in batch:
-                        groups.setdefault(wf_key, []).append((seq, text_id))
+                    groups: dict[bytes, builtins.list[tuple[int, str, bytes]]] = {}
+                    for wf_key, seq, text_id, cid, _files in batch:
+                        groups.setdefault(wf_key, []).append((seq, text_id, cid))
                     for wf_key, victims in groups.items():
                         d, p = delete_victims(self, txn, wf_key, victims, _now_us())
                         done.extend(d)

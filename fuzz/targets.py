@@ -20,7 +20,6 @@ the decompression, length and document checks that only authenticated data gets 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import math
 import os
 import struct
@@ -33,7 +32,7 @@ from hypothesis import strategies as st
 
 from ckdb import codec, encoding, layout, store
 from ckdb.errors import CkdbError, InvalidInput
-from ckdb.keys import Keyring
+from ckdb.keys import Keyring, Mac
 
 # --- fixed keys and addresses (never use these for anything but tests) ---------------------------
 
@@ -60,7 +59,7 @@ MAX_FUZZ_RAW_LEN = 64 << 20
 IGNORE_KNOWN = os.environ.get("CKDB_FUZZ_IGNORE_KNOWN") == "1"
 
 
-def forgiving_mac(key_id: int) -> hmac.HMAC:
+def forgiving_mac(key_id: int) -> Mac:
     """A MAC lookup that knows every key id but one (all share the active key)."""
     if key_id == UNKNOWN_KEY_ID:
         raise KeyError(key_id)

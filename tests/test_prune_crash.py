@@ -21,6 +21,7 @@ printed).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -126,9 +127,16 @@ def check_store(path: Path, t: Template) -> int:
         assert set(t.ids[-KEEP:]) <= set(left), "one of the newest 10 was deleted"
         assert set(left) <= set(t.ids)
         assert all(c.status != "corrupted" for c in listed)
-        assert (TOTAL - len(left)) % pruning.BATCH == 0 or len(left) == KEEP, (
-            f"{TOTAL - len(left)} deleted: not a whole number of transactions"
+        # The transactions prune makes for this plan (oldest first; every FILES_EVERY-th
+        # checkpoint holds files, which makes a transaction smaller).
+        work = [
+            (b"", i, cid, b"", i % FILES_EVERY == 0) for i, cid in enumerate(t.ids[:-KEEP])
+        ]
+        ends = {0, *itertools.accumulate(len(b) for b in pruning.prune_batches(work))}
+        assert TOTAL - len(left) in ends or len(left) == KEEP, (
+            f"{TOTAL - len(left)} deleted: not a whole number of transactions {sorted(ends)}"
         )
+        assert set(left) == set(t.ids[TOTAL - len(left) :]), "not the oldest that were deleted"
         for cid in left:
             ck = s.load(cid)
             assert ck.info.id == cid

@@ -675,7 +675,8 @@ def test_prune_pinned_not_counted(store: ckdb.Store) -> None:
 def test_prune_runs_in_bounded_transactions(
     fast_store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    n = 2 * pruning.BATCH + 50
+    monkeypatch.setattr(pruning, "BATCH_PLAIN", 64)  # checkpoints without files per transaction
+    n = 2 * pruning.BATCH_PLAIN + 50
     created = fill(fast_store, "wf", n)
     calls: list[int] = []
     real_delete = pruning.delete_victims
@@ -697,8 +698,8 @@ def test_prune_runs_in_bounded_transactions(
     monkeypatch.setattr(fast_store._env, "write", counting_write)
     result = fast_store.prune("wf", RetentionPolicy(max_checkpoints=10))
     assert len(result.deleted) == n - 10
-    assert max(calls) <= pruning.BATCH
-    assert len(calls) == -(-(n - 10) // pruning.BATCH)
+    assert max(calls) <= pruning.BATCH_PLAIN
+    assert len(calls) == -(-(n - 10) // pruning.BATCH_PLAIN)
     assert writes >= len(calls)
     monkeypatch.undo()
     assert ids_of(fast_store, "wf") == created[-10:]
@@ -961,3 +962,18 @@ def test_prune_is_consistent_with_delete_of_marks(store: ckdb.Store) -> None:
 
     with env_marks.read() as txn:
         assert txn.count(DB_MARKS) == 0
+
+
+def test_prune_batches_bound_transactions_by_cost() -> None:
+    """Checkpoints with files (which release chunk references) count BATCH_PLAIN // BATCH each:
+    a transaction holds at most BATCH of them, or BATCH_PLAIN plain ones, in plan order."""
+    work = [(b"w", i, f"c{i}", b"", i % 3 == 0 or 2000 < i < 2600) for i in range(6000)]
+    batches = list(pruning.prune_batches(work))
+    assert [item for b in batches for item in b] == work
+    for b in batches:
+        with_files = sum(1 for item in b if item[4])
+        assert with_files <= pruning.BATCH
+        assert len(b) <= pruning.BATCH_PLAIN
+        weight = with_files * (pruning.BATCH_PLAIN // pruning.BATCH) + len(b) - with_files
+        assert weight < pruning.BATCH_PLAIN + pruning.BATCH_PLAIN // pruning.BATCH
+    assert len(batches) < len(work) // pruning.BATCH  # plain runs share transactions

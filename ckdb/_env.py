@@ -20,6 +20,7 @@ import errno
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -42,6 +43,7 @@ T = TypeVar("T")
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space to start; grows on demand
 MAX_MAP_SIZE = 1 << 44  # 16 TiB
 DISK_MARGIN = 16 << 20  # keep this much free beyond what a write needs
+DISK_CHECK_SECONDS = 0.5
 MAX_WRITE_RETRIES = 64
 
 _open_lock = threading.RLock()  # reentrant: closing an inherited env happens under it
@@ -148,9 +150,16 @@ class _Pending:
         self.estimate = estimate
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = threading.Event()  # its batch has committed (or failed)
-        self.wake = threading.Event()  # done, or promoted to leader
+        self.done = False  # its batch has committed (or failed)
+        # Set when done or promoted to leader; only a caller that waits has one (an Event
+        # costs a Condition and a lock: a lone writer never needs it).
+        self.wake: threading.Event | None = None
         self.promoted = False
+
+
+def _wake(item: _Pending) -> None:
+    if item.wake is not None:
+        item.wake.set()
 
 
 class Txn:
@@ -302,6 +311,8 @@ class Env:
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
+        self._disk_until = 0.0  # _check_disk: a recent statvfs vouches until then ...
+        self._disk_budget = 0  # ... for this many more bytes
         self._local = threading.local()
         self._closed = False
         st = os.stat(path)
@@ -456,17 +467,21 @@ class Env:
             self._check_disk(estimate)
         item = _Pending(fn, estimate)
         with self._queue_lock:
-            self._queue.append(item)
             lead = not self._leading
             if lead:
                 self._leading = True
+            else:
+                item.wake = threading.Event()
+            self._queue.append(item)
         if lead:
             self._lead(item)
         else:
-            while not item.done.is_set():
-                item.wake.wait()
-                item.wake.clear()
-                if item.promoted and not item.done.is_set():
+            wake = item.wake
+            assert wake is not None
+            while not item.done:
+                wake.wait()
+                wake.clear()
+                if item.promoted and not item.done:
                     item.promoted = False
                     self._lead(item)
         if item.error is not None:
@@ -479,11 +494,11 @@ class Env:
         forever while its own call waits to return."""
         while True:
             with self._queue_lock:
-                if mine.done.is_set():
+                if mine.done:
                     if self._queue:
                         successor = self._queue[0]
                         successor.promoted = True
-                        successor.wake.set()
+                        _wake(successor)
                     else:
                         self._leading = False
                     return
@@ -512,13 +527,13 @@ class Env:
                         )
             finally:
                 for item in batch:  # every dequeued caller is always released
-                    item.done.set()
-                    item.wake.set()
+                    item.done = True
+                    _wake(item)
             if interrupted is not None:
                 with self._queue_lock:  # hand the queue on before re-raising
                     if self._queue:
                         self._queue[0].promoted = True
-                        self._queue[0].wake.set()
+                        _wake(self._queue[0])
                     else:
                         self._leading = False
                 raise interrupted
@@ -602,15 +617,25 @@ class Env:
             return False
 
     def _check_disk(self, needed: int) -> None:
+        """StoreFull unless the disk has room for ``needed`` bytes plus DISK_MARGIN. One
+        ``statvfs`` vouches for the next DISK_CHECK_SECONDS as long as those writes together
+        stay within half of what it found beyond the margin."""
+        now = time.monotonic()
+        if now < self._disk_until and needed <= self._disk_budget:
+            self._disk_budget -= needed
+            return
         try:
             free = shutil.disk_usage(self.path).free
         except OSError:
             return
         if free < needed + DISK_MARGIN:
+            self._disk_until = 0.0
             raise StoreFull(
                 f"the disk holding {self.path} has {free} bytes free; this write needs about "
                 f"{needed} bytes plus a {DISK_MARGIN}-byte margin. Nothing was written."
             )
+        self._disk_budget = (free - DISK_MARGIN - needed) // 2
+        self._disk_until = now + DISK_CHECK_SECONDS
 
     def _grow(self, estimate: int) -> None:
         with self._gate.exclusive():

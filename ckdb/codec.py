@@ -16,7 +16,9 @@ from __future__ import annotations
 import hmac
 import os
 import struct
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import cramjam
@@ -86,7 +88,7 @@ def compress(raw: bytes, codec: Codec) -> tuple[Codec, bytes]:
         else:
             codec, level = Codec.ZSTD, 1
     if codec is Codec.ZSTD:
-        out = bytes(cramjam.zstd.compress(raw, level=level))
+        out = _zstd(raw, level)
     elif codec is Codec.LZ4:
         out = bytes(cramjam.lz4.compress_block(raw, store_size=False))
     else:  # pragma: no cover - enum is closed
@@ -94,6 +96,43 @@ def compress(raw: bytes, codec: Codec) -> tuple[Codec, bytes]:
     if len(out) >= len(raw):
         return Codec.NONE, raw
     return codec, out
+
+
+def _zstd(raw: bytes, level: int) -> bytes:
+    """zstd; a large body as several independent zstd frames compressed on a small thread pool
+    (cramjam releases the GIL), concatenated. A zstd body may hold several frames (RFC 8878,
+    section 3.1): any zstd decoder, ckdb's included, returns the concatenation."""
+    pieces = min(MAX_PIECES, len(raw) // PIECE_MIN)
+    pool = _pool() if pieces > 1 else None
+    if pool is None:
+        return bytes(cramjam.zstd.compress(raw, level=level))
+    step = -(-len(raw) // pieces)
+    view = memoryview(raw)
+    parts = [view[i : i + step] for i in range(0, len(raw), step)]
+    return b"".join(
+        bytes(out) for out in pool.map(lambda p: cramjam.zstd.compress(p, level=level), parts)
+    )
+
+
+PIECE_MIN = 256 << 10  # bodies of 2 x this and more are compressed in parallel pieces
+MAX_PIECES = 4
+_pools: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child makes its own
+_pools_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    workers = min(MAX_PIECES, os.cpu_count() or 1)
+    if workers < 2:
+        return None
+    pid = os.getpid()
+    pool = _pools.get(pid)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(pid)
+            if pool is None:
+                _pools.clear()  # an inherited pool has no threads in this process
+                pool = _pools[pid] = ThreadPoolExecutor(workers, thread_name_prefix="ckdb-zstd")
+    return pool
 
 
 def decompress(codec: int, body: bytes | memoryview, raw_len: int) -> bytes:

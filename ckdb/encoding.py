@@ -9,6 +9,7 @@ datetimes, objects — is an :class:`InvalidInput` naming the path to the bad va
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 from typing import Any
@@ -68,16 +69,22 @@ def encode(value: object, path: str = "state") -> bytes:
 
 
 def _has_buffer(value: object) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is list:
-            stack.extend(item)  # type: ignore[arg-type]
-        elif kind is dict:
-            stack.extend(item.values())  # type: ignore[attr-defined]
-        elif kind is bytearray or kind is memoryview:
+    """Is there a bytearray or memoryview anywhere in ``value``, dict keys included?
+
+    One nesting level at a time, traversed in C: ``gc.get_referents`` returns the items of
+    lists and the keys and values of dicts (every dict, tracked by the collector or not), and
+    ``set(map(type, ...))`` looks at them. Only exact dicts, lists and scalars reach this point
+    (the packer refuses everything else first). 2-3x faster than a Python loop over every
+    node (docs/performance.md), which matters at 1 MiB.
+    """
+    level: list[Any] = [value]
+    while level:
+        kinds = set(map(type, level))
+        if bytearray in kinds or memoryview in kinds:
             return True
+        if dict not in kinds and list not in kinds:
+            return False
+        level = gc.get_referents(*level)
     return False
 
 

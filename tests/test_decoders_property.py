@@ -317,6 +317,20 @@ def test_buffer_types_are_invalid_input(value: object) -> None:
         encoding.encode({"x": [value]})
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {memoryview(b"k"): 1},  # a hashable memoryview key (found in review: became bytes)
+        {"a": {"b": [1, {memoryview(b"k"): [2.5]}]}},
+        [[[[[[bytearray(b"deep")]]]]]],
+        {"float64 with 0xc4 bytes": [-1.6e-294, 0.1], "k": [b"\xc4\xc5", {"x": bytearray()}]},
+    ],
+)
+def test_buffer_types_anywhere_are_invalid_input(value: object) -> None:
+    with pytest.raises(InvalidInput):
+        encoding.encode(value)
+
+
 @given(value=strategies.values)
 def test_supported_values_round_trip_exactly(value: object) -> None:
     assert encoding.same(encoding.decode(encoding.encode(value)), value)

@@ -37,6 +37,7 @@ from ckdb.errors import (
 )
 from ckdb.integrity import LEVELS
 from ckdb.layout import (
+    BUNDLE_MAX,
     DB_CHECKPOINTS,
     DB_CHUNKS,
     DB_PAYLOADS,
@@ -107,6 +108,41 @@ class _Part:
     frame: bytes
     raw_size: int
     digest: bytes
+
+
+def _payload_frames(
+    store: Store, cid: bytes, encoded: list[tuple[RecordType, str, bytes]], codec: Codec
+) -> tuple[list[_Part], list[list[Any]]]:
+    """The payload frames of a checkpoint and its metadata component entries.
+
+    In a store with bundles, state components smaller than BUNDLE_MAX share one frame when
+    there are two or more of them: one compress, one tag, one put, one read-back and one read
+    on load instead of one each (docs/format.md, "Bundles")."""
+    small: list[tuple[RecordType, str, bytes]] = []
+    if store._bundles:
+        small = [e for e in encoded if e[0] is RecordType.COMPONENT and len(e[2]) < BUNDLE_MAX]
+        if len(small) < 2:
+            small = []
+    parts: list[_Part] = []
+    comps: list[list[Any]] = []
+
+    def frame_of(rtype: RecordType, name: str, raw: bytes) -> list[Any]:
+        key = store._keys.payload_key(cid, rtype, name)
+        frame = store._frame(rtype, DB_PAYLOADS, key, raw, codec)
+        digest = hashlib.sha256(raw).digest()
+        parts.append(_Part(rtype, name, key, frame, len(raw), digest))
+        return [int(rtype), name, len(raw), len(frame), digest]
+
+    if small:  # first the bundle entry, then every entry in the caller's order
+        comps.append(frame_of(RecordType.BUNDLE, "", b"".join(raw for _t, _n, raw in small)))
+    inside = {id(e) for e in small}
+    for entry in encoded:
+        if id(entry) in inside:
+            rtype, name, raw = entry
+            comps.append([int(rtype), name, len(raw), 0, hashlib.sha256(raw).digest()])
+        else:
+            comps.append(frame_of(*entry))
+    return parts, comps
 
 
 def create_checkpoint(
@@ -181,13 +217,10 @@ def create_checkpoint(
         resources = None
 
     cid = new_id()
-    parts: list[_Part] = []
+    encoded: list[tuple[RecordType, str, bytes]] = []
 
     def add(rtype: RecordType, cname: str, value: Any, path: str) -> None:
-        raw = encoding.encode(value, path)
-        key = store._keys.payload_key(cid, rtype, cname)
-        frame = store._frame(rtype, DB_PAYLOADS, key, raw, codec)
-        parts.append(_Part(rtype, cname, key, frame, len(raw), hashlib.sha256(raw).digest()))
+        encoded.append((rtype, cname, encoding.encode(value, path)))
 
     for cname, value in components.items():
         add(RecordType.COMPONENT, cname, value, f"state.{cname}")
@@ -227,7 +260,7 @@ def create_checkpoint(
     flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
     if cap is not None:
         flags |= FLAG_FILES
-    comps = [[int(p.rtype), p.name, p.raw_size, len(p.frame), p.digest] for p in parts]
+    parts, comps = _payload_frames(store, cid, encoded, codec)
     integrity = _integrity(cid, comps)
     estimate = sum(len(p.frame) for p in parts) + 4096
     if cap is not None:

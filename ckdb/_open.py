@@ -23,6 +23,7 @@ from ckdb.layout import (
     DB_INFO,
     FORMAT,
     FORMAT_VERSION,
+    INCOMPAT_BUNDLES,
     INCOMPAT_KNOWN,
     INFO_FORMAT,
     INFO_KEYCHECK,
@@ -108,6 +109,8 @@ def _create_store(
     del map_size  # the environment starts at the default map and grows on demand
     parent = path.parent
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if (path / "data.mdb").exists():
+            return  # another process created the store since the caller looked: use theirs
         raise FormatError(f"{path} exists and is not an empty directory nor a ckdb store")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +133,7 @@ def _create_store(
             if key_file is not None:
                 fsync_path(target.absolute().parent, directory=True)
         uuid = secrets.token_bytes(16)
-        incompat = 0 if encryption is None else CIPHERS[encryption]
+        incompat = INCOMPAT_BUNDLES | (0 if encryption is None else CIPHERS[encryption])
         fmt = FORMAT.pack(STORE_MAGIC, FORMAT_VERSION, incompat, 0, uuid, _now_us())
         kek = keys.kek_for(master, uuid)
         ring = keys.Keyring.generate()

@@ -32,7 +32,7 @@ import ckdb
 from ckdb import _demo_agent as agent
 from ckdb.cli import collect_stats, print_stats
 from ckdb.errors import InvalidInput
-from ckdb.layout import DB_PAYLOADS, RecordType, id_from_text, payload_key
+from ckdb.layout import DB_PAYLOADS, RecordType
 
 HOLD = (agent.RISKY_PHASE, 2)
 
@@ -187,9 +187,12 @@ def _demo(base: Path, out: Callable[[str], None]) -> int:
         out("")
 
         newest = infos[0]
-        out(f"4. Damaging one byte of checkpoint #{newest.sequence} (its 'progress' component).")
-        key = payload_key(id_from_text(newest.id), RecordType.COMPONENT, "progress")
+        out(
+            f"4. Damaging one byte of checkpoint #{newest.sequence} (the frame holding its "
+            "'progress' component)."
+        )
         # Internal access, for the demo only: the public API never writes damaged data.
+        key = store._payload_address(newest.id, RecordType.COMPONENT, "progress")
         with store._env.read() as txn:
             value = txn.get(DB_PAYLOADS, key)
             original = b"" if value is None else bytes(value)

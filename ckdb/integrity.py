@@ -19,6 +19,7 @@ from ckdb import encoding
 from ckdb.chunks import content_id
 from ckdb.errors import CkdbError, FormatError, IntegrityError, InvalidInput
 from ckdb.layout import DB_CHUNKS, DB_PAYLOADS, RecordType, id_to_text
+from ckdb.meta import _TYPE_NAMES
 
 if TYPE_CHECKING:
     from ckdb._env import Txn
@@ -74,10 +75,9 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
     except IntegrityError as err:
         return ValidationReport(text_id, level, False, False, findings=(str(err),))
 
-    def read(rtype: RecordType, name: str, raw_size: int, digest: bytes) -> Any:
-        return read_payload(store, txn, cid, rtype, name, raw_size, digest)
-
+    payloads = Payloads(store, txn, cid, meta.components)
     checks = {
+        RecordType.BUNDLE: ("workflow_state_valid", 0),
         RecordType.COMPONENT: ("workflow_state_valid", 0),
         RecordType.MANIFEST: ("file_state_valid", 1),
         RecordType.RESOURCES: ("resource_state_valid", 2),
@@ -87,19 +87,21 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
         if depth >= min_depth:
             flags[flag] = True
     manifest: dict[str, Any] | None = None
-    for rtype_i, name, raw_size, _stored, digest in meta.components:
-        rtype = RecordType(rtype_i)
+    for index, comp in enumerate(meta.components):
+        rtype = RecordType(comp[0])
         flag, min_depth = checks[rtype]
         if depth < min_depth:
             continue
         try:
-            value = read(rtype, name, raw_size, bytes(digest))
+            if rtype is RecordType.BUNDLE:
+                payloads.raw(index)  # its own digest; the components it holds follow
+            elif rtype is RecordType.MANIFEST:
+                manifest = payloads.value(index)
+            else:
+                payloads.value(index)
         except CkdbError as err:
             flags[flag] = False
             findings.append(str(err))
-            continue
-        if rtype is RecordType.MANIFEST:
-            manifest = value
     if depth >= 1:
         from ckdb.meta import _integrity  # noqa: PLC0415
 
@@ -123,28 +125,66 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
     return ValidationReport(text_id, level, findings=tuple(findings), **flags)
 
 
-def read_payload(
-    store: Store,
-    txn: Txn,
-    cid: bytes,
-    rtype: RecordType,
-    name: str,
-    raw_size: int,
-    digest: bytes,
-) -> Any:
-    """One payload of a checkpoint: present, tag valid, size and digest as its metadata says,
-    and decodable. Returns the value; any failure is an IntegrityError."""
-    key = store._keys.payload_key(cid, rtype, name)
-    value = txn.get(DB_PAYLOADS, key)
-    if value is None:
-        raise IntegrityError(f"{rtype.name.lower()} {name!r} is missing")
-    raw = store._unframe(DB_PAYLOADS, key, value, rtype)
-    if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
-        raise IntegrityError(f"{rtype.name.lower()} {name!r}: digest mismatch")
-    try:
-        return encoding.decode(raw)
-    except FormatError as err:
-        raise IntegrityError(f"{rtype.name.lower()} {name!r}: {err}") from None
+class Payloads:
+    """The payloads of one checkpoint inside one transaction: frames of their own, or slices of
+    the checkpoint's bundle frame (read and verified once). Every raw body returned has passed
+    its frame's tag, its size and its SHA-256 digest from the metadata."""
+
+    __slots__ = ("_bundle", "_cid", "_components", "_offsets", "_store", "_txn")
+
+    def __init__(self, store: Store, txn: Txn, cid: bytes, components: list[list[Any]]) -> None:
+        self._store = store
+        self._txn = txn
+        self._cid = cid
+        self._components = components
+        self._bundle: tuple[bytes, list[Any]] | None = None
+        self._offsets: dict[int, int] = {}
+        at = 0
+        for i, comp in enumerate(components):  # the metadata parser checked the layout
+            if comp[0] == RecordType.BUNDLE:
+                at = 0
+            elif comp[3] == 0:
+                self._offsets[i] = at
+                at += comp[2]
+
+    def raw(self, index: int) -> bytes:
+        rtype_i, name, raw_size, _stored, digest = self._components[index]
+        rtype = RecordType(rtype_i)
+        offset = self._offsets.get(index)
+        if offset is None:
+            raw = self._frame(rtype, name)
+            if rtype is RecordType.BUNDLE:
+                self._bundle = (raw, self._components[index])
+        else:
+            raw = self._bundle_raw()[offset : offset + raw_size]
+        if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
+            raise IntegrityError(f"{_TYPE_NAMES[rtype]} {name!r}: digest mismatch")
+        return raw
+
+    def value(self, index: int) -> Any:
+        """The decoded value of a component, resources, dependencies or manifest entry."""
+        rtype_i, name = self._components[index][:2]
+        raw = self.raw(index)
+        try:
+            return encoding.decode(raw)
+        except FormatError as err:
+            raise IntegrityError(f"{_TYPE_NAMES[RecordType(rtype_i)]} {name!r}: {err}") from None
+
+    def _frame(self, rtype: RecordType, name: str) -> bytes:
+        key = self._store._keys.payload_key(self._cid, rtype, name)
+        value = self._txn.get(DB_PAYLOADS, key)
+        if value is None:
+            raise IntegrityError(f"{_TYPE_NAMES[rtype]} {name!r} is missing")
+        return self._store._unframe(DB_PAYLOADS, key, value, rtype)
+
+    def _bundle_raw(self) -> bytes:
+        if self._bundle is None:
+            entry = next(c for c in self._components if c[0] == RecordType.BUNDLE)
+            raw = self._frame(RecordType.BUNDLE, "")
+            if len(raw) != entry[2]:  # its digest is checked when the entry itself is read
+                raise IntegrityError("bundle: size mismatch")
+            self._bundle = (raw, entry)
+        return self._bundle[0]
 
 
 def check_chunk(store: Store, txn: Txn, chunk: bytes) -> str | None:

@@ -54,7 +54,13 @@ assert FORMAT.size == 42
 #: Feature bits a reader must understand to open the store at all.
 INCOMPAT_AES_GCM = 0x1  # every frame body encrypted with AES-256-GCM; workflow keys are digests
 INCOMPAT_CHACHA = 0x2  # the same with ChaCha20-Poly1305
-INCOMPAT_KNOWN = INCOMPAT_AES_GCM | INCOMPAT_CHACHA
+#: Small state components of a checkpoint may share one payload frame (RecordType.BUNDLE). Set
+#: at creation from ckdb 0.2 on; older ckdb refuses such a store instead of misreading it.
+INCOMPAT_BUNDLES = 0x4
+INCOMPAT_KNOWN = INCOMPAT_AES_GCM | INCOMPAT_CHACHA | INCOMPAT_BUNDLES
+#: State components whose encoding is smaller than this share the checkpoint's bundle frame
+#: (when it has two or more of them); larger ones keep a frame each.
+BUNDLE_MAX = 64 << 10
 CIPHERS = {"aes-gcm": INCOMPAT_AES_GCM, "chacha20-poly1305": INCOMPAT_CHACHA}
 #: Feature bits a reader may ignore.
 COMPAT_KNOWN = 0
@@ -86,6 +92,7 @@ class RecordType(enum.IntEnum):
     SETTING = 8
     MARK = 9
     INTEGRATION = 10  # a record in an integration's own sub-database (e.g. LangGraph)
+    BUNDLE = 11  # the small state components of one checkpoint, concatenated
 
 
 PAYLOAD_TYPES = frozenset(

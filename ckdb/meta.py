@@ -39,6 +39,7 @@ _TYPE_NAMES = {
     RecordType.RESOURCES: "resources",
     RecordType.DEPENDENCIES: "dependencies",
     RecordType.MANIFEST: "manifest",
+    RecordType.BUNDLE: "bundle",
 }
 _DIGEST_PART = struct.Struct(">BH")
 _MISSING = object()
@@ -68,6 +69,25 @@ def _integrity(cid: bytes, components: list[list[Any]]) -> bytes:
         h.update(raw_name)
         h.update(digest)
     return h.digest()
+
+
+def _check_bundle(components: list[list[Any]], where: object) -> None:
+    """The bundle rules (docs/format.md): at most one bundle entry, named "", before every
+    state component it holds (stored size 0, in bundle order), whose raw sizes add up to its
+    raw size; every other entry has a frame of its own (stored size > 0)."""
+    bundle: list[Any] | None = None
+    inside = 0
+    for comp in components:
+        if comp[0] == RecordType.BUNDLE:
+            if bundle is not None or comp[1] != "" or comp[3] == 0:
+                raise IntegrityError(f"{where}: malformed bundle entry")
+            bundle = comp
+        elif comp[3] == 0:
+            if bundle is None or comp[0] != RecordType.COMPONENT:
+                raise IntegrityError(f"{where}: component {comp[1]!r} has no frame")
+            inside += comp[2]
+    if bundle is not None and (bundle[2] != inside or inside == 0):
+        raise IntegrityError(f"{where}: bundle size does not match its components")
 
 
 class _LazyWhere:
@@ -152,6 +172,7 @@ class _Meta:
             ):
                 raise IntegrityError(f"{where}: malformed component entry")
             components.append(comp)
+        _check_bundle(components, where)
         if len(mid) != ID_SIZE or (parent is not None and len(parent) != ID_SIZE):
             raise IntegrityError(f"{where}: malformed id")
         if len(integrity) != 32 or seq < 1 or not 0 <= created <= MAX_TIME_US:
@@ -220,7 +241,7 @@ class _Meta:
             parent_id=None if self.parent is None else id_to_text(self.parent),
             pinned=bool(flags & FLAG_PINNED),
             status=status,
-            raw_size=sum(c.raw_size for c in comps),
+            raw_size=sum(c.raw_size for c in comps if c.type != "bundle"),
             stored_size=sum(c.stored_size for c in comps),
             integrity=self.integrity.hex(),
             components=comps,

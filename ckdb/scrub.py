@@ -42,7 +42,7 @@ from ckdb.capture import manifest_chunks
 from ckdb.chunks import LEASE_PREFIX, decode_refs, encode_refs
 from ckdb.codec import decode_frame, decode_registry, parse_frame
 from ckdb.errors import CkdbError, IntegrityError, InvalidInput
-from ckdb.integrity import LEVELS, check_chunk, read_payload, validate
+from ckdb.integrity import LEVELS, Payloads, check_chunk, validate
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_CHUNKS,
@@ -289,13 +289,14 @@ class Scrubber:
                     meta = self.store._read_meta(txn, cid)
                 except IntegrityError as err:
                     return [*problems, str(err)], size
-                for rtype_i, name, raw_size, stored, digest in meta.components:
-                    rtype = RecordType(rtype_i)
-                    size += stored
-                    if rtype in (RecordType.RESOURCES, RecordType.DEPENDENCIES):
-                        problems.extend(
-                            self._check_payload(txn, cid, rtype, name, raw_size, bytes(digest))
-                        )
+                payloads = Payloads(self.store, txn, cid, meta.components)
+                for index, comp in enumerate(meta.components):
+                    size += comp[3]
+                    if comp[0] in (RecordType.RESOURCES, RecordType.DEPENDENCIES):
+                        try:
+                            payloads.value(index)
+                        except IntegrityError as err:
+                            problems.append(str(err))
                 try:
                     manifest = self.store._read_manifest(txn, cid)
                 except IntegrityError:
@@ -312,15 +313,6 @@ class Scrubber:
             if report.metadata_valid is False and not problems:
                 problems = list(report.findings)
         return problems, size
-
-    def _check_payload(
-        self, txn: Txn, cid: bytes, rtype: RecordType, name: str, raw_size: int, digest: bytes
-    ) -> list[str]:
-        try:
-            read_payload(self.store, txn, cid, rtype, name, raw_size, digest)
-        except IntegrityError as err:
-            return [str(err)]
-        return []
 
     # -- handling a corrupt checkpoint -----------------------------------------------------------
 
@@ -441,7 +433,9 @@ class Scrubber:
                 if rcid != cid:
                     return False
                 manifest = None
-                for rtype_i, name, _raw, _stored, _digest in meta.components:
+                for rtype_i, name, _raw, stored, _digest in meta.components:
+                    if stored == 0:
+                        continue  # inside the bundle frame, which is copied as its own entry
                     key = self.store._keys.payload_key(cid, RecordType(rtype_i), name)
                     value = btxn.get(DB_PAYLOADS, key)
                     if value is None:

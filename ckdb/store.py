@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -57,7 +56,7 @@ from ckdb.errors import (
     WorkflowNotFound,
     WrongKey,
 )
-from ckdb.integrity import LEVELS, ValidationReport, validate
+from ckdb.integrity import LEVELS, Payloads, ValidationReport, validate
 from ckdb.keyrotation import RotationReport, finish_pending_key_file, retag, rotate
 from ckdb.layout import (
     CIPHERS,
@@ -72,7 +71,9 @@ from ckdb.layout import (
     FLAG_MANUAL,
     FLAG_MARKED,
     FLAG_PINNED,
+    FORMAT,
     ID_SIZE,
+    INCOMPAT_BUNDLES,
     INFO_FORMAT,
     INFO_KEYCHECK,
     INFO_KEYRING,
@@ -276,6 +277,9 @@ class Store:
         ring_keys = keys.Keyring.unwrap(kek, uuid, ring)
         ring_keys.reload = self._reload_keyring
         ring_keys.cipher = _cipher_of(fmt)
+        # Stores created before bundles existed keep one frame per component (older ckdb can
+        # still open them); readers understand both layouts.
+        self._bundles = bool(FORMAT.unpack(fmt)[2] & INCOMPAT_BUNDLES)
         return uuid, ring_keys
 
     def _reload_keyring(self) -> keys.Keyring | None:
@@ -375,6 +379,18 @@ class Store:
             raw = decode_frame(k.mac, db, key, value, expect, k.aead)
             self._verified.put(address, value, raw, len(raw))
         return raw
+
+    def _payload_address(self, checkpoint_id: str, rtype: RecordType, name: str) -> bytes:
+        """The ``payloads`` key of the frame holding a component: its own frame, or the
+        checkpoint's bundle (for tools, the demo and tests that look at stored bytes)."""
+        cid = id_from_text(checkpoint_id)
+        with self._env.read() as txn:
+            meta = self._read_meta(txn, cid)
+        for comp in meta.components:
+            if comp[0] == rtype and comp[1] == name:
+                where = RecordType.BUNDLE if comp[3] == 0 else rtype
+                return self._keys.payload_key(cid, where, "" if comp[3] == 0 else name)
+        raise InvalidInput(f"checkpoint {checkpoint_id} has no {rtype.name.lower()} {name!r}")
 
     def _registry_entry(self, key: bytes, value: bytes) -> tuple[bytes, int, int]:
         """A verified registry entry -> (checkpoint id, created_at µs, flags)."""
@@ -597,31 +613,22 @@ class Store:
             resources: Any = None
             dependencies: Any = None
             manifest: dict[str, Any] | None = None
-            for rtype_i, cname, raw_size, _stored, digest in meta.components:
-                rtype = RecordType(rtype_i)
-                key = self._keys.payload_key(cid, rtype, cname)
-                value = txn.get(DB_PAYLOADS, key)
-                if value is None:
-                    raise IntegrityError(
-                        f"checkpoint {id_to_text(cid)}: {_TYPE_NAMES[rtype]} {cname!r} is missing"
-                    )
-                raw = self._unframe(DB_PAYLOADS, key, value, rtype)
-                if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
-                    raise IntegrityError(
-                        f"checkpoint {id_to_text(cid)}: {_TYPE_NAMES[rtype]} {cname!r} digest "
-                        "mismatch"
-                    )
+            payloads = Payloads(self, txn, cid, meta.components)
+            for index, comp in enumerate(meta.components):
+                rtype = comp[0]
+                if rtype == RecordType.BUNDLE:
+                    continue  # read through the components it holds
                 try:
-                    obj = encoding.decode(raw)
-                except FormatError as err:
+                    obj = payloads.value(index)
+                except IntegrityError as err:
                     raise IntegrityError(f"checkpoint {id_to_text(cid)}: {err}") from None
-                if rtype is RecordType.COMPONENT:
-                    state[cname] = obj
-                elif rtype is RecordType.RESOURCES:
+                if rtype == RecordType.COMPONENT:
+                    state[comp[1]] = obj
+                elif rtype == RecordType.RESOURCES:
                     resources = obj
-                elif rtype is RecordType.DEPENDENCIES:
+                elif rtype == RecordType.DEPENDENCIES:
                     dependencies = obj
-                elif rtype is RecordType.MANIFEST:
+                elif rtype == RecordType.MANIFEST:
                     manifest = check_manifest(obj, id_to_text(cid))
         ck = Checkpoint(
             info=meta.info(flags),

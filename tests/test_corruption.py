@@ -134,7 +134,8 @@ def extend(value: bytes) -> bytes:
 def _state(tag: str, n: int) -> dict[str, Any]:
     return {
         "small": {"tag": tag, "n": n, "ok": True},  # below the compression threshold
-        "big": {"lines": [f"{tag} line {i} " * 4 for i in range(200)], "blob": bytes(range(256))},
+        # Over BUNDLE_MAX encoded: a frame of its own; "small" and "float" share the bundle.
+        "big": {"lines": [f"{tag} line {i} " * 4 for i in range(2000)], "blob": bytes(range(256))},
         "float": [1.5, -0.0, float("inf"), 2**70, -(2**65), None, b"\x00\xff", "é"],
     }
 
@@ -155,6 +156,15 @@ class Pristine:
             self.c = self._create(store, OTHER, "third", "C", 3)  # another workflow
             self.d = self._create(store, OTHER, "fourth", "D", 4)
             self.seq = {cid: store.get_info(cid).sequence for cid in self.expected}
+            self.where = {
+                (cid, name): store._payload_address(cid, RecordType.COMPONENT, name)
+                for cid in self.expected
+                for name in _state("x", 0)
+            }
+        assert self.where[self.a, "small"] == self.where[self.a, "float"]  # the bundle
+        assert self.where[self.a, "big"] == payload_key(
+            id_from_text(self.a), RecordType.COMPONENT, "big"
+        )
         self.wf_of = {self.a: WF, self.b: WF, self.c: OTHER, self.d: OTHER}
 
     def _create(self, store: ckdb.Store, wf: str, phase: str, tag: str, n: int) -> str:
@@ -177,7 +187,7 @@ class Pristine:
             return DB_PAYLOADS, payload_key(raw, RecordType.RESOURCES, "resources")
         if component == "dependencies":
             return DB_PAYLOADS, payload_key(raw, RecordType.DEPENDENCIES, "dependencies")
-        return DB_PAYLOADS, payload_key(raw, RecordType.COMPONENT, component)
+        return DB_PAYLOADS, self.where[cid, component]
 
 
 PAYLOADS = ("small", "big", "float", "resources", "dependencies")
@@ -402,7 +412,8 @@ COPIES = [
     pytest.param("a", "small", "small", id="payload-of-A-under-B"),
     pytest.param("a", "big", "big", id="big-payload-of-A-under-B"),
     pytest.param("c", "small", "small", id="payload-of-other-workflow-under-B"),
-    pytest.param("b", "small", "float", id="component-under-another-name"),
+    pytest.param("b", "small", "big", id="bundle-under-a-component-name"),
+    pytest.param("b", "big", "small", id="component-under-the-bundle-key"),
     pytest.param("b", "resources", "dependencies", id="resources-as-dependencies"),
     pytest.param("a", "resources", "resources", id="resources-of-A-under-B"),
     pytest.param("a", "metadata", "metadata", id="metadata-of-A-under-B"),

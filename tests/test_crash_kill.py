@@ -209,7 +209,7 @@ def verify_round(path: Path, model: Model, lines: list[dict[str, Any]], tag: str
         # No orphans: stored counts agree with the listing.
         stats = store.stats()
         assert stats["checkpoints"] == len(listed), f"{tag}: orphaned metadata: {stats}"
-        frames = sum(len(i.components) for i in listed)
+        frames = sum(1 for i in listed for c in i.components if c.stored_size)  # own frames
         assert stats["payload_frames"] == frames, f"{tag}: orphaned payloads: {stats}"
 
 

@@ -83,13 +83,13 @@ def test_agent_resumes_after_a_crash_at_any_step(tmp_path: Path, hold: tuple[str
 
 
 def test_agent_skips_a_damaged_checkpoint(tmp_path: Path) -> None:
-    from ckdb.layout import DB_PAYLOADS, RecordType, id_from_text, payload_key
+    from ckdb.layout import DB_PAYLOADS, RecordType
 
     store_path, work = tmp_path / "s.ckdb", tmp_path / "w"
     first = agent.run_agent(store_path, work)
     newest = first.checkpoints[-1]
     with ckdb.open(store_path) as store:
-        key = payload_key(id_from_text(newest), RecordType.COMPONENT, "progress")
+        key = store._payload_address(newest, RecordType.COMPONENT, "progress")
         with store._env.read() as txn:
             value = bytearray(txn.get(DB_PAYLOADS, key) or b"")
         value[-1] ^= 1

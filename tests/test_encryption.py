@@ -91,8 +91,9 @@ def test_tampering_is_detected(tmp_path: Path, encryption: str, target: str) -> 
         db, key = DB_CHECKPOINTS, vid
     elif target in ("state", "manifest", "header-byte"):
         db = DB_PAYLOADS
-        prefix = vid + (b"\x05" if target == "manifest" else b"\x02")
-        key = next(k for k in raw[DB_PAYLOADS] if k.startswith(prefix))
+        # manifest, else the bundle of the state components (or a component's own frame)
+        prefixes = [vid + b"\x05"] if target == "manifest" else [vid + b"\x0b", vid + b"\x02"]
+        key = next(k for p in prefixes for k in raw[DB_PAYLOADS] if k.startswith(p))
     elif target == "chunk":
         db, key = DB_CHUNKS, next(iter(raw[DB_CHUNKS]))
     else:

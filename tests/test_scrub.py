@@ -214,8 +214,8 @@ def target(ps: Pristine, kind: str) -> tuple[bytes, bytes, bytes, set[str]]:
     if kind == "state":
         return (
             DB_PAYLOADS,
-            payload_key(v, RecordType.COMPONENT, "task"),
-            payload_key(p, RecordType.COMPONENT, "task"),
+            payload_key(v, RecordType.BUNDLE, ""),
+            payload_key(p, RecordType.BUNDLE, ""),
             {victim, partner},
         )
     if kind == "manifest":
@@ -259,11 +259,7 @@ BUG_REGISTRY_DELETES = (
 
 
 def _cases(bugs: dict[tuple[str, str], str]) -> list[Any]:
-    return [
-        pytest.param(kind, how)
-        for kind in KINDS
-        for how in HOWS
-    ]
+    return [pytest.param(kind, how) for kind in KINDS for how in HOWS]
 
 
 BACKUP_CASES = _cases(
@@ -399,7 +395,7 @@ def test_pinned_damaged_checkpoint_stays_marked(ps: Pristine, kind: str) -> None
     if kind == "metadata":
         inject(ps.path, DB_CHECKPOINTS, pid, "flip")
     elif kind == "state":
-        inject(ps.path, DB_PAYLOADS, payload_key(pid, RecordType.COMPONENT, "agent"), "flip")
+        inject(ps.path, DB_PAYLOADS, payload_key(pid, RecordType.BUNDLE, ""), "flip")
     else:
         inject(ps.path, DB_CHUNKS, ps.unique_chunk(pinned), "flip")
     with ckdb.open(ps.path, retention=None) as store:
@@ -509,7 +505,7 @@ def test_orphans_and_expired_leases_are_found_and_removed(ps: Pristine) -> None:
     protected_chunk = secrets.token_bytes(32)
     with ckdb.open(ps.path, retention=None) as store:
         some_payload = ps.raw[DB_PAYLOADS][
-            payload_key(id_from_text(ps.ids[0]), RecordType.COMPONENT, "task")
+            payload_key(id_from_text(ps.ids[0]), RecordType.BUNDLE, "")
         ]
         some_chunk = ps.raw[DB_CHUNKS][ps.unique_chunk(ps.ids[0])]
         now = ckdb.store._now_us()
@@ -603,7 +599,7 @@ def test_scrub_by_workflow_only_checks_that_workflow(ps: Pristine) -> None:
     inject(
         ps.path,
         DB_PAYLOADS,
-        payload_key(id_from_text(victim), RecordType.COMPONENT, "task"),
+        payload_key(id_from_text(victim), RecordType.BUNDLE, ""),
         "flip",
     )
     with ckdb.open(ps.path, retention=None) as store:
@@ -651,7 +647,7 @@ def test_budgeted_scrub_covers_the_store_in_one_cycle(ps: Pristine, budget: Any)
         inject(
             ps.path,
             DB_PAYLOADS,
-            payload_key(id_from_text(cid), RecordType.COMPONENT, "phase"),
+            payload_key(id_from_text(cid), RecordType.BUNDLE, ""),
             "flip",
         )
     with ckdb.open(ps.path, retention=None) as store:
@@ -680,7 +676,7 @@ def test_budgeted_scrub_union_of_checked_covers_all(ps: Pristine) -> None:
     """Each checkpoint damaged in turn is found within one full cycle of one-checkpoint runs."""
     with ckdb.open(ps.path, retention=None) as store:
         for cid in ps.ids:
-            key = payload_key(id_from_text(cid), RecordType.COMPONENT, "progress")
+            key = payload_key(id_from_text(cid), RecordType.BUNDLE, "")
             good = ps.raw[DB_PAYLOADS][key]
             store._env.write(lambda txn, key=key, good=good: txn.put(DB_PAYLOADS, key, flip(good)))
             found = set()

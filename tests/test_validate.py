@@ -77,11 +77,13 @@ def make_checkpoint(store_path: Path, src: Path, wf: str = "wf", tag: str = "") 
         ).id
 
 
-def key_of(what: str, cid: str) -> tuple[bytes, bytes]:
+def key_of(what: str, cid: str, store_path: Path) -> tuple[bytes, bytes]:
     c = id_from_text(cid)
+    if what == "component":  # "task": its own frame, or the bundle it shares with "phase"
+        with ckdb.open(store_path, readonly=True) as s:
+            return DB_PAYLOADS, s._payload_address(cid, RecordType.COMPONENT, "task")
     return {
         "metadata": (DB_CHECKPOINTS, c),
-        "component": (DB_PAYLOADS, payload_key(c, RecordType.COMPONENT, "task")),
         "manifest": (DB_PAYLOADS, payload_key(c, RecordType.MANIFEST, "files")),
         "resources": (DB_PAYLOADS, payload_key(c, RecordType.RESOURCES, "resources")),
         "dependencies": (DB_PAYLOADS, payload_key(c, RecordType.DEPENDENCIES, "dependencies")),
@@ -110,7 +112,7 @@ def test_each_level_detects_what_it_covers(
         (key,) = chunk_keys(store_path)
         flip_value(store_path, DB_CHUNKS, key)
     else:
-        flip_value(store_path, *key_of(what, cid))
+        flip_value(store_path, *key_of(what, cid, store_path))
     with ckdb.open(store_path) as s:
         for level in LEVELS:
             report = s.validate(cid, level=level)
@@ -146,7 +148,7 @@ def test_flags_of_a_healthy_checkpoint(store_path: Path, tmp_path: Path) -> None
 def test_damaged_frame_header_tag(store_path: Path, tmp_path: Path) -> None:
     """A flip in the tag itself (last byte) is as much damage as one in the body."""
     cid = make_checkpoint(store_path, tmp_path / "src")
-    db, key = key_of("manifest", cid)
+    db, key = key_of("manifest", cid, store_path)
     env = lmdb.open(str(store_path), max_dbs=32, subdir=True, create=False)
     with env.begin() as txn:
         value = txn.get(key, db=env.open_db(db, txn=txn, create=False))
@@ -228,7 +230,7 @@ def _two_checkpoints(store_path: Path, tmp_path: Path) -> tuple[Path, str, str]:
 @pytest.mark.parametrize("what", ["manifest", "component", "metadata"])
 def test_restore_latest_skips_damaged_newest(store_path: Path, tmp_path: Path, what: str) -> None:
     _src, old, new = _two_checkpoints(store_path, tmp_path)
-    flip_value(store_path, *key_of(what, new))
+    flip_value(store_path, *key_of(what, new, store_path))
     out = tmp_path / "out"
     with ckdb.open(store_path) as s:
         report = s.restore_latest("wf", target_dir=out)
@@ -296,8 +298,8 @@ def test_restore_of_damaged_chunk_is_an_error_not_data(store_path: Path, tmp_pat
 
 def test_restore_latest_all_damaged(store_path: Path, tmp_path: Path) -> None:
     _src, old, new = _two_checkpoints(store_path, tmp_path)
-    flip_value(store_path, *key_of("component", old))
-    flip_value(store_path, *key_of("component", new))
+    flip_value(store_path, *key_of("component", old, store_path))
+    flip_value(store_path, *key_of("component", new, store_path))
     with ckdb.open(store_path) as s:
         with pytest.raises(IntegrityError, match="no valid checkpoint"):
             s.restore_latest("wf", target_dir=tmp_path / "out")

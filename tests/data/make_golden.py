@@ -1,6 +1,12 @@
-"""Regenerate tests/data/golden-v1.tar.gz: a small store of format version 1.
+"""Write a golden store archive: a small store of format version 1, as this ckdb writes it.
 
-Run once per released format (never to "fix" a failing test_golden: that test exists to prove
+    python tests/data/make_golden.py golden-v1-bundles.tar.gz
+
+- ``golden-v1.tar.gz``: written by ckdb 0.1 (one payload frame per component);
+- ``golden-v1-bundles.tar.gz``: written by ckdb 0.2 (incompatible flag 0x4: small state
+  components share a bundle frame).
+
+Run once per released format or format feature (never to "fix" a failing test_golden: that test exists to prove
 that stores written by this format still open). The key is fixed so the test can open it.
 """
 
@@ -17,7 +23,7 @@ KEY = b"golden-store-key-0123456789abcdef"
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
+def main(archive: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         work = root / "work"
@@ -35,10 +41,12 @@ def main() -> None:
                 s.set_retention("golden", "minimal")
                 if enc:
                     s.rotate_key(KEY, new_data_key=True)
-        with tarfile.open(HERE / "golden-v1.tar.gz", "w:gz") as tar:
+        with tarfile.open(HERE / archive, "w:gz") as tar:
             for name in ("plain", "encrypted"):
                 tar.add(root / name / "data.mdb", arcname=f"{name}/data.mdb")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1])

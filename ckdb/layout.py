@@ -7,7 +7,6 @@ structs here.
 
 from __future__ import annotations
 
-import base64
 import enum
 import functools
 import os
@@ -226,16 +225,16 @@ class IdGenerator:
 new_id = IdGenerator().new
 
 
-_RFC4648 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_TO_CROCKFORD = bytes.maketrans(_RFC4648, _B32.encode("ascii"))
+_PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits -> two digits
+_SHIFTS = tuple(range(120, -10, -10))
 
 
 @functools.lru_cache(maxsize=65536)
 def id_to_text(cid: bytes) -> str:
-    """26 Crockford base32 digits of the 128-bit id (2 leading zero bits): base64's encoder does
-    the bit slicing in C; the id is shifted so its 130-bit form starts on a byte boundary."""
-    padded = (int.from_bytes(cid, "big") << 6).to_bytes(17, "big")
-    return base64.b32encode(padded)[:ID_TEXT_LEN].translate(_TO_CROCKFORD).decode("ascii")
+    """26 Crockford base32 digits of the 128-bit id (2 leading zero bits), two digits (10 bits)
+    per table lookup: 2x faster than base64.b32encode, which is a Python loop."""
+    n = int.from_bytes(cid, "big")
+    return "".join([_PAIRS[(n >> s) & 1023] for s in _SHIFTS])
 
 
 def id_from_text(text: object) -> bytes:

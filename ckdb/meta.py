@@ -44,6 +44,7 @@ _TYPE_NAMES = {
 _DIGEST_PART = struct.Struct(">BH")
 _MISSING = object()
 _PAYLOAD_TYPE_VALUES = frozenset(int(t) for t in _TYPE_NAMES)
+_TYPE_NAME_OF = {int(t): name for t, name in _TYPE_NAMES.items()}
 
 
 def _now_us() -> int:
@@ -69,6 +70,31 @@ def _integrity(cid: bytes, components: list[list[Any]]) -> bytes:
         h.update(raw_name)
         h.update(digest)
     return h.digest()
+
+
+_FIELD_TYPES: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("name", (str, type(None))),
+    ("parent", (bytes, type(None))),
+    ("id", (bytes,)),
+    ("integrity", (bytes,)),
+    ("seq", (int,)),
+    ("created_at", (int,)),
+    ("components", (list,)),
+    ("kind", (str,)),
+    ("workflow_id", (str,)),
+    ("phase", (str,)),
+    ("created_by", (str,)),
+)
+_BUNDLE = int(RecordType.BUNDLE)
+
+
+def _bad_field(doc: dict[str, Any]) -> str:
+    """Which field of a metadata document has the wrong type (for the error message)."""
+    for name, kinds in _FIELD_TYPES:
+        value = doc.get(name, _MISSING)
+        if type(value) not in kinds:
+            return f"field {name!r} is {type(value).__name__}"
+    return "malformed field"  # pragma: no cover - only called when one field is wrong
 
 
 def _check_bundle(components: list[list[Any]], where: object) -> None:
@@ -142,56 +168,73 @@ class _Meta:
         if type(doc) is not dict:
             raise IntegrityError(f"{where}: not a map")
 
-        def field(name: str, kinds: tuple[type, ...]) -> Any:
-            value = doc.get(name, _MISSING)
-            if type(value) not in kinds:
-                raise IntegrityError(f"{where}: field {name!r} is {type(value).__name__}")
-            return value
-
-        name_value = field("name", (str, type(None)))
-        parent = field("parent", (bytes, type(None)))
-        mid = field("id", (bytes,))
-        integrity = field("integrity", (bytes,))
-        seq = field("seq", (int,))
-        created = field("created_at", (int,))
-        comps = field("components", (list,))
+        get = doc.get
+        name_value = get("name", _MISSING)
+        parent = get("parent", _MISSING)
+        mid = get("id", _MISSING)
+        integrity = get("integrity", _MISSING)
+        seq = get("seq", _MISSING)
+        created = get("created_at", _MISSING)
+        comps = get("components", _MISSING)
+        kind = get("kind", _MISSING)
+        workflow_id = get("workflow_id", _MISSING)
+        phase = get("phase", _MISSING)
+        created_by = get("created_by", _MISSING)
+        if not (
+            type(mid) is bytes
+            and type(integrity) is bytes
+            and type(seq) is int
+            and type(created) is int
+            and type(comps) is list
+            and type(kind) is str
+            and type(workflow_id) is str
+            and type(phase) is str
+            and type(created_by) is str
+            and (name_value is None or type(name_value) is str)
+            and (parent is None or type(parent) is bytes)
+        ):
+            raise IntegrityError(f"{where}: {_bad_field(doc)}")
         components: list[list[Any]] = []
+        bundled = False
         for comp in comps:
+            if type(comp) is not list or len(comp) != 5:
+                raise IntegrityError(f"{where}: malformed component entry")
+            rtype, cname, raw_size, stored, digest = comp
             if (
-                type(comp) is not list
-                or len(comp) != 5
-                or type(comp[0]) is not int
-                or comp[0] not in _PAYLOAD_TYPE_VALUES
-                or type(comp[1]) is not str
-                or type(comp[2]) is not int
-                or type(comp[3]) is not int
-                or type(comp[4]) is not bytes
-                or len(comp[4]) != 32
-                or comp[2] < 0
-                or comp[3] < 0
+                type(rtype) is not int
+                or rtype not in _PAYLOAD_TYPE_VALUES
+                or type(cname) is not str
+                or type(raw_size) is not int
+                or type(stored) is not int
+                or type(digest) is not bytes
+                or len(digest) != 32
+                or raw_size < 0
+                or stored < 0
             ):
                 raise IntegrityError(f"{where}: malformed component entry")
+            if stored == 0 or rtype == _BUNDLE:
+                bundled = True
             components.append(comp)
-        _check_bundle(components, where)
+        if bundled:
+            _check_bundle(components, where)
         if len(mid) != ID_SIZE or (parent is not None and len(parent) != ID_SIZE):
             raise IntegrityError(f"{where}: malformed id")
         if len(integrity) != 32 or seq < 1 or not 0 <= created <= MAX_TIME_US:
             raise IntegrityError(f"{where}: field out of range")
-        kind = field("kind", (str,))
         if kind not in KINDS:
             raise IntegrityError(f"{where}: unknown kind {kind!r}")
         meta = cls(
-            cid=mid,
-            workflow_id=field("workflow_id", (str,)),
-            phase=field("phase", (str,)),
-            kind=kind,
-            name=name_value,
-            created_us=created,
-            created_by=field("created_by", (str,)),
-            seq=seq,
-            parent=parent,
-            components=components,
-            integrity=integrity,
+            mid,
+            workflow_id,
+            phase,
+            kind,
+            name_value,
+            created,
+            created_by,
+            seq,
+            parent,
+            components,
+            integrity,
         )
         if meta.cid != cid:
             raise IntegrityError(
@@ -217,16 +260,17 @@ class _Meta:
         return got
 
     def _info(self, flags: int, status: str | None) -> CheckpointInfo:
-        comps = tuple(
-            ComponentInfo(
-                type=_TYPE_NAMES.get(_RTYPES.get(c[0], RecordType.SETTING), str(c[0])),
-                name=c[1],
-                raw_size=c[2],
-                stored_size=c[3],
-                digest=bytes(c[4]).hex(),
+        comps = []
+        raw_total = stored_total = 0
+        for rtype, cname, raw_size, stored, digest in self.components:
+            comps.append(
+                ComponentInfo(
+                    _TYPE_NAME_OF.get(rtype) or str(rtype), cname, raw_size, stored, digest.hex()
+                )
             )
-            for c in self.components
-        )
+            if rtype != _BUNDLE:
+                raw_total += raw_size
+            stored_total += stored
         if status is None:
             status = STATUS_CORRUPTED if flags & FLAG_MARKED else STATUS_VALID
         return CheckpointInfo(
@@ -241,10 +285,10 @@ class _Meta:
             parent_id=None if self.parent is None else id_to_text(self.parent),
             pinned=bool(flags & FLAG_PINNED),
             status=status,
-            raw_size=sum(c.raw_size for c in comps if c.type != "bundle"),
-            stored_size=sum(c.stored_size for c in comps),
+            raw_size=raw_total,
+            stored_size=stored_total,
             integrity=self.integrity.hex(),
-            components=comps,
+            components=tuple(comps),
         )
 
 

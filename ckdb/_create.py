@@ -38,6 +38,7 @@ from ckdb.errors import (
 from ckdb.integrity import LEVELS
 from ckdb.layout import (
     BUNDLE_MAX,
+    BUNDLE_TOTAL_MAX,
     DB_CHECKPOINTS,
     DB_CHUNKS,
     DB_PAYLOADS,
@@ -115,12 +116,20 @@ def _payload_frames(
 ) -> tuple[list[_Part], list[list[Any]]]:
     """The payload frames of a checkpoint and its metadata component entries.
 
-    In a store with bundles, state components smaller than BUNDLE_MAX share one frame when
-    there are two or more of them: one compress, one tag, one put, one read-back and one read
-    on load instead of one each (docs/format.md, "Bundles")."""
+    In a store with bundles, state components smaller than BUNDLE_MAX share one frame (up to
+    BUNDLE_TOTAL_MAX in all, in order) when there are two or more of them: one compress, one
+    tag, one put, one read-back and one read on load instead of one each (docs/format.md,
+    "Bundles")."""
     small: list[tuple[RecordType, str, bytes]] = []
     if store._bundles:
-        small = [e for e in encoded if e[0] is RecordType.COMPONENT and len(e[2]) < BUNDLE_MAX]
+        total = 0
+        for entry in encoded:
+            size = len(entry[2])
+            if entry[0] is RecordType.COMPONENT and size < BUNDLE_MAX:
+                if total + size > BUNDLE_TOTAL_MAX:
+                    break
+                small.append(entry)
+                total += size
         if len(small) < 2:
             small = []
     parts: list[_Part] = []

@@ -347,10 +347,15 @@ def cmd_show(store: ckdb.Store, args: argparse.Namespace) -> int:
             continue
         print(f"{field:>12}: {'' if value is None else value}")
     for comp in info.components:
-        print(
-            f"{'component':>12}: {comp.type}/{comp.name}: {comp.raw_size} B raw, "
-            f"{comp.stored_size} B stored"
-        )
+        if comp.type == "bundle":
+            stored = (
+                f"{comp.stored_size} B stored (the frame the components marked 'in bundle' share)"
+            )
+        elif comp.stored_size == 0:
+            stored = "in bundle"
+        else:
+            stored = f"{comp.stored_size} B stored"
+        print(f"{'component':>12}: {comp.type}/{comp.name}: {comp.raw_size} B raw, {stored}")
     return EXIT_OK
 
 

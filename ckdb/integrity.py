@@ -130,7 +130,7 @@ class Payloads:
     the checkpoint's bundle frame (read and verified once). Every raw body returned has passed
     its frame's tag, its size and its SHA-256 digest from the metadata."""
 
-    __slots__ = ("_bundle", "_cid", "_components", "_offsets", "_store", "_txn")
+    __slots__ = ("_bundle", "_bundle_error", "_cid", "_components", "_offsets", "_store", "_txn")
 
     def __init__(self, store: Store, txn: Txn, cid: bytes, components: list[list[Any]]) -> None:
         self._store = store
@@ -138,6 +138,7 @@ class Payloads:
         self._cid = cid
         self._components = components
         self._bundle: tuple[bytes, list[Any]] | None = None
+        self._bundle_error: IntegrityError | None = None
         self._offsets: dict[int, int] = {}
         at = 0
         for i, comp in enumerate(components):  # the metadata parser checked the layout
@@ -152,13 +153,14 @@ class Payloads:
         rtype = RecordType(rtype_i)
         offset = self._offsets.get(index)
         if offset is None:
-            raw = self._frame(rtype, name)
-            if rtype is RecordType.BUNDLE:
-                self._bundle = (raw, self._components[index])
+            raw = self._bundle_raw() if rtype is RecordType.BUNDLE else self._frame(rtype, name)
         else:
-            raw = self._bundle_raw()[offset : offset + raw_size]
+            try:
+                raw = self._bundle_raw()[offset : offset + raw_size]
+            except IntegrityError as err:
+                raise IntegrityError(f"{_label(rtype, name)}: {err}") from None
         if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
-            raise IntegrityError(f"{_TYPE_NAMES[rtype]} {name!r}: digest mismatch")
+            raise IntegrityError(f"{_label(rtype, name)}: digest mismatch")
         return raw
 
     def value(self, index: int) -> Any:
@@ -174,17 +176,27 @@ class Payloads:
         key = self._store._keys.payload_key(self._cid, rtype, name)
         value = self._txn.get(DB_PAYLOADS, key)
         if value is None:
-            raise IntegrityError(f"{_TYPE_NAMES[rtype]} {name!r} is missing")
+            raise IntegrityError(f"{_label(rtype, name)} is missing")
         return self._store._unframe(DB_PAYLOADS, key, value, rtype)
 
     def _bundle_raw(self) -> bytes:
+        if self._bundle_error is not None:  # read once: every component it holds fails alike
+            raise self._bundle_error
         if self._bundle is None:
             entry = next(c for c in self._components if c[0] == RecordType.BUNDLE)
-            raw = self._frame(RecordType.BUNDLE, "")
-            if len(raw) != entry[2]:  # its digest is checked when the entry itself is read
-                raise IntegrityError("bundle: size mismatch")
+            try:
+                raw = self._frame(RecordType.BUNDLE, "")
+                if len(raw) != entry[2]:  # its digest is checked when the entry itself is read
+                    raise IntegrityError("bundle: size mismatch")
+            except IntegrityError as err:
+                self._bundle_error = err
+                raise
             self._bundle = (raw, entry)
         return self._bundle[0]
+
+
+def _label(rtype: RecordType, name: str) -> str:
+    return "the bundle" if rtype is RecordType.BUNDLE else f"{_TYPE_NAMES[rtype]} {name!r}"
 
 
 def check_chunk(store: Store, txn: Txn, chunk: bytes) -> str | None:

@@ -60,6 +60,7 @@ INCOMPAT_KNOWN = INCOMPAT_AES_GCM | INCOMPAT_CHACHA | INCOMPAT_BUNDLES
 #: State components whose encoding is smaller than this share the checkpoint's bundle frame
 #: (when it has two or more of them); larger ones keep a frame each.
 BUNDLE_MAX = 64 << 10
+BUNDLE_TOTAL_MAX = 256 << 10  # a bundle holds at most this much (the rest: frames of their own)
 CIPHERS = {"aes-gcm": INCOMPAT_AES_GCM, "chacha20-poly1305": INCOMPAT_CHACHA}
 #: Feature bits a reader may ignore.
 COMPAT_KNOWN = 0

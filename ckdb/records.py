@@ -19,10 +19,12 @@ KINDS = (KIND_AUTOMATIC, KIND_MANUAL)
 class ComponentInfo:
     """One stored component of a checkpoint (a state component, resources, dependencies, ...)."""
 
-    type: str  # "component" | "resources" | "dependencies" | "manifest"
-    name: str
+    type: str  # "component" | "resources" | "dependencies" | "manifest" | "bundle"
+    name: str  # "" for the bundle
     raw_size: int  # encoded, uncompressed bytes
-    stored_size: int  # bytes of the stored frame
+    # Bytes of its stored frame; 0 for a state component stored inside the checkpoint's bundle
+    # (the frame that small state components share: docs/format.md, "Bundles").
+    stored_size: int
     digest: str  # SHA-256 of the encoded bytes, hex
 
 

@@ -140,3 +140,30 @@ def test_a_well_formed_bundle_parses() -> None:
     comps = [[B, "", 3, 60, D], [C, "a", 1, 0, D], [C, "big", 9, 70, D], [C, "b", 2, 0, D]]
     meta = _Meta.parse(id_from_text("01JD0000000000000000000000"), _doc(comps))
     assert meta.components == comps
+
+
+def test_a_bundle_holds_at_most_bundle_total_max(store: ckdb.Store) -> None:
+    from ckdb.layout import BUNDLE_TOTAL_MAX  # noqa: PLC0415
+
+    chunk = "y" * (BUNDLE_MAX - 100)  # each just under BUNDLE_MAX encoded
+    state = {f"c{i}": chunk for i in range(BUNDLE_TOTAL_MAX // BUNDLE_MAX + 2)}
+    info = store.create("wf", "p", state=state)
+    bundle = next(c for c in info.components if c.type == "bundle")
+    inside = [c.name for c in info.components if c.type == "component" and c.stored_size == 0]
+    assert bundle.raw_size <= BUNDLE_TOTAL_MAX
+    assert inside == [f"c{i}" for i in range(len(inside))] and 2 <= len(inside) < len(state)
+    assert store.load(info.id).state == state
+
+
+def test_a_missing_bundle_is_one_finding_per_component_it_holds(store: ckdb.Store) -> None:
+    cid = store.create("wf", "p", state={"a": 1, "b": 2, "c": 3}).id
+    key = store._payload_address(cid, RecordType.COMPONENT, "a")
+    store._env.write(lambda txn: txn.delete(DB_PAYLOADS, key))
+    report = store.validate(cid, "basic")
+    assert report.workflow_state_valid is False
+    assert report.findings == (
+        "the bundle is missing",
+        "component 'a': the bundle is missing",
+        "component 'b': the bundle is missing",
+        "component 'c': the bundle is missing",
+    )

@@ -313,6 +313,7 @@ class Env:
         self._leading = False
         self._disk_until = 0.0  # _check_disk: a recent statvfs vouches until then ...
         self._disk_budget = 0  # ... for this many more bytes
+        self._disk_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
         st = os.stat(path)
@@ -476,17 +477,42 @@ class Env:
         if lead:
             self._lead(item)
         else:
-            wake = item.wake
-            assert wake is not None
-            while not item.done:
-                wake.wait()
-                wake.clear()
-                if item.promoted and not item.done:
-                    item.promoted = False
-                    self._lead(item)
+            try:
+                self._follow(item)
+            except BaseException:  # KeyboardInterrupt while waiting: never strand the queue
+                self._abandon(item)
+                raise
         if item.error is not None:
             raise item.error
         return cast(T, item.result)
+
+    def _follow(self, item: _Pending) -> None:
+        """Wait until this caller's batch has committed, leading when promoted."""
+        wake = item.wake
+        assert wake is not None
+        while not item.done:
+            wake.wait()
+            wake.clear()
+            if item.promoted and not item.done:
+                item.promoted = False
+                self._lead(item)
+
+    def _abandon(self, item: _Pending) -> None:
+        """A waiting caller was interrupted. If its function has not run, it never will
+        (nothing of it is written); if it was just handed the leadership, hand it on. If its
+        batch is already running, the leader finishes it (outcome unknown to this caller)."""
+        with self._queue_lock:
+            for i, queued in enumerate(self._queue):
+                if queued is item:
+                    del self._queue[i]
+                    break
+            if item.promoted and not item.done:
+                item.promoted = False
+                if self._queue:
+                    self._queue[0].promoted = True
+                    _wake(self._queue[0])
+                else:
+                    self._leading = False
 
     def _lead(self, mine: _Pending) -> None:
         """Run queued batches until this caller's own item has committed, then hand the
@@ -621,9 +647,10 @@ class Env:
         ``statvfs`` vouches for the next DISK_CHECK_SECONDS as long as those writes together
         stay within half of what it found beyond the margin."""
         now = time.monotonic()
-        if now < self._disk_until and needed <= self._disk_budget:
-            self._disk_budget -= needed
-            return
+        with self._disk_lock:
+            if now < self._disk_until and needed <= self._disk_budget:
+                self._disk_budget -= needed
+                return
         try:
             free = shutil.disk_usage(self.path).free
         except OSError:
@@ -634,8 +661,9 @@ class Env:
                 f"the disk holding {self.path} has {free} bytes free; this write needs about "
                 f"{needed} bytes plus a {DISK_MARGIN}-byte margin. Nothing was written."
             )
-        self._disk_budget = (free - DISK_MARGIN - needed) // 2
-        self._disk_until = now + DISK_CHECK_SECONDS
+        with self._disk_lock:
+            self._disk_budget = (free - DISK_MARGIN - needed) // 2
+            self._disk_until = now + DISK_CHECK_SECONDS
 
     def _grow(self, estimate: int) -> None:
         with self._gate.exclusive():

@@ -108,10 +108,16 @@ def _zstd(raw: bytes, level: int) -> bytes:
         return bytes(cramjam.zstd.compress(raw, level=level))
     step = -(-len(raw) // pieces)
     view = memoryview(raw)
-    parts = [view[i : i + step] for i in range(0, len(raw), step)]
-    return b"".join(
-        bytes(out) for out in pool.map(lambda p: cramjam.zstd.compress(p, level=level), parts)
-    )
+    try:
+        futures = [
+            pool.submit(cramjam.zstd.compress, view[i : i + step], level=level)
+            for i in range(0, len(raw), step)
+        ]
+    except RuntimeError:
+        # The interpreter is shutting down (concurrent.futures refuses new work from then on,
+        # e.g. a checkpoint taken in an atexit handler or a thread outliving main): one frame.
+        return bytes(cramjam.zstd.compress(raw, level=level))
+    return b"".join(bytes(f.result()) for f in futures)
 
 
 PIECE_MIN = 256 << 10  # bodies of 2 x this and more are compressed in parallel pieces

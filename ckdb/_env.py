@@ -534,6 +534,7 @@ class Env:
             try:
                 self.check()  # closed (or forked) since these callers queued: StoreClosed
                 with self._write_lock:
+                    self.check()  # close() takes the write lock: closed while we waited for it
                     self._local.in_write = True
                     try:
                         self._commit_batch(batch)

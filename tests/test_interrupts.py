@@ -109,3 +109,36 @@ def test_zstd_pool_refusing_work_falls_back_to_one_frame(monkeypatch: pytest.Mon
     used, body = codec.compress(raw, Codec.AUTO)
     assert used is Codec.ZSTD
     assert codec.decompress(used, body, len(raw)) == raw
+
+
+def test_close_while_a_write_waits_for_the_lock_is_store_closed(tmp_path: Path) -> None:
+    """close() racing a queued write: the write reports StoreClosed, not an engine error."""
+    store = ckdb.open(tmp_path / "s", retention=None, _unsafe_nosync=True)
+    env = store._env
+    errors: list[BaseException] = []
+    env._write_lock.acquire()  # as close() holds it while closing
+    try:
+        worker = threading.Thread(
+            target=lambda: errors.append(_error_of(lambda: store.create("wf", "p", state={}))),
+            daemon=True,
+        )
+        worker.start()
+        deadline = 50
+        while not env._leading and deadline:  # the worker is leading, blocked on the lock
+            deadline -= 1
+            threading.Event().wait(0.02)
+        env._closed = True  # what close() does under the lock (then closes LMDB)
+    finally:
+        env._write_lock.release()
+    worker.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], ckdb.StoreClosed), errors
+    env._closed = False
+    store.close()
+
+
+def _error_of(fn: Any) -> BaseException | None:
+    try:
+        fn()
+    except BaseException as err:  # noqa: BLE001 - the test inspects it
+        return err
+    return None

@@ -177,6 +177,19 @@ def test_delete_and_copy_leave_no_orphans(saver: CkdbSaver, store: ckdb.Store) -
         assert _count(store, db) == 0, db
 
 
+def test_writes_for_a_checkpoint_retention_deleted_are_dropped(store: ckdb.Store) -> None:
+    """A task finishing after retention removed its checkpoint must not leave writes that
+    nothing reads and only delete_thread would remove (first-session known gap)."""
+    saver = CkdbSaver(store, retention=RetentionPolicy(max_checkpoints=1))
+    first, second = _chain(saver, "t", 2)  # the second put deleted the first
+    assert [t.checkpoint["id"] for t in saver.list(_cfg("t"))] == [second]
+    saver.put_writes(_cfg("t", cid=first), [("ch", 1)], "late-task")
+    assert _count(store, DB_WRITES) == 0
+    saver.put_writes(_cfg("t", cid=second), [("ch", 2)], "task")
+    tup = saver.get_tuple(_cfg("t"))
+    assert tup is not None and [w[1:] for w in tup.pending_writes] == [("ch", 2)]
+
+
 def test_prune_keep_latest_collects_blobs(saver: CkdbSaver, store: ckdb.Store) -> None:
     _chain(saver, "t", 6)
     saver.prune(["t"])

@@ -337,7 +337,9 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         if not checkpoint_id:
             raise InvalidInput("put_writes needs config['configurable']['checkpoint_id']")
         lay = self._layout
-        prefix = lay.writes_prefix(lay.ns(lay.thread(thread_id), ns), str(checkpoint_id))
+        ns_prefix = lay.ns(lay.thread(thread_id), ns)
+        prefix = lay.writes_prefix(ns_prefix, str(checkpoint_id))
+        ck_key = lay.checkpoint(ns_prefix, str(checkpoint_id))
         rows: builtins.list[tuple[bytes, bytes, bool]] = []
         for idx, (channel, value) in enumerate(writes):
             widx = WRITES_IDX_MAP.get(channel, idx)
@@ -349,6 +351,11 @@ class CkdbSaver(BaseCheckpointSaver[str]):
             rows.append((key, self._frame(DB_WRITES, key, raw), widx < 0))
 
         def apply(txn: Txn) -> None:
+            if txn.get(DB_CHECKPOINTS, ck_key) is None:
+                # Its checkpoint is gone (retention deleted it meanwhile): writes for it could
+                # never be read, and nothing but delete_thread would remove them.
+                _log.debug("ckdb: put_writes for a deleted checkpoint %s dropped", checkpoint_id)
+                return
             for key, value, overwrite in rows:
                 txn.put(DB_WRITES, key, value, overwrite=overwrite)
 

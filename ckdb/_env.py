@@ -508,11 +508,15 @@ class Env:
                     break
             if item.promoted and not item.done:
                 item.promoted = False
-                if self._queue:
-                    self._queue[0].promoted = True
-                    _wake(self._queue[0])
-                else:
-                    self._leading = False
+                self._hand_on()
+
+    def _hand_on(self) -> None:
+        """Give up the leadership: to the first queued caller, or to nobody. Under _queue_lock."""
+        if self._queue:
+            self._queue[0].promoted = True
+            _wake(self._queue[0])
+        else:
+            self._leading = False
 
     def _lead(self, mine: _Pending) -> None:
         """Run queued batches until this caller's own item has committed, then hand the
@@ -521,12 +525,7 @@ class Env:
         while True:
             with self._queue_lock:
                 if mine.done:
-                    if self._queue:
-                        successor = self._queue[0]
-                        successor.promoted = True
-                        _wake(successor)
-                    else:
-                        self._leading = False
+                    self._hand_on()
                     return
                 batch = self._queue[:MAX_GROUP]
                 del self._queue[:MAX_GROUP]
@@ -558,11 +557,7 @@ class Env:
                     _wake(item)
             if interrupted is not None:
                 with self._queue_lock:  # hand the queue on before re-raising
-                    if self._queue:
-                        self._queue[0].promoted = True
-                        _wake(self._queue[0])
-                    else:
-                        self._leading = False
+                    self._hand_on()
                 raise interrupted
 
     def _commit_batch(self, batch: list[_Pending]) -> None:

@@ -137,7 +137,7 @@ class Payloads:
         self._txn = txn
         self._cid = cid
         self._components = components
-        self._bundle: tuple[bytes, list[Any]] | None = None
+        self._bundle: bytes | None = None
         self._bundle_error: IntegrityError | None = None
         self._offsets: dict[int, int] = {}
         at = 0
@@ -170,7 +170,7 @@ class Payloads:
         try:
             return encoding.decode(raw)
         except FormatError as err:
-            raise IntegrityError(f"{_TYPE_NAMES[RecordType(rtype_i)]} {name!r}: {err}") from None
+            raise IntegrityError(f"{_label(RecordType(rtype_i), name)}: {err}") from None
 
     def _frame(self, rtype: RecordType, name: str) -> bytes:
         key = self._store._keys.payload_key(self._cid, rtype, name)
@@ -191,8 +191,8 @@ class Payloads:
             except IntegrityError as err:
                 self._bundle_error = err
                 raise
-            self._bundle = (raw, entry)
-        return self._bundle[0]
+            self._bundle = raw
+        return self._bundle
 
 
 def _label(rtype: RecordType, name: str) -> str:

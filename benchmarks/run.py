@@ -127,7 +127,7 @@ CREATE_STAGES = [
     (ckstore.Store, "create", "create: validation, ids, sha256 digests, records (Python)"),
     (encoding, "encode", "encode (msgpack)"),
     (codec, "compress", "compress (cramjam: zstd or lz4)"),
-    (codec, "_tag", "tag (HMAC-SHA256, incl. read-back verify)"),
+    (codec, "tag", "tag (HMAC-SHA256, incl. read-back verify)"),
     (codec, "parse_frame", "read-back parse (excl. its tag)"),
     (Env, "write", "group-commit queue / wake-up"),
     (Env, "_run_item", "txn body: puts, gets, registry, metadata (excl. above)"),
@@ -137,10 +137,10 @@ READ_STAGES = [
     (ckstore.Store, "latest", "latest: other (txn, lookups, records)"),
     (ckstore.Store, "load", "load: other (txn, lookups, sha256 digests, records)"),
     (codec, "decode_registry", "registry scan: entry verify (excl. tag)"),
-    (ckmeta._Meta, "parse", "metadata decode + checks (excl. msgpack)"),  # noqa: SLF001
+    (ckmeta.Meta, "parse", "metadata decode + checks (excl. msgpack)"),  # noqa: SLF001
     (ckmeta, "_parse_cached", "metadata parse, memoised on verified bytes"),
     (codec, "parse_frame", "frame verify: parse (excl. tag)"),
-    (codec, "_tag", "tag (HMAC-SHA256)"),
+    (codec, "tag", "tag (HMAC-SHA256)"),
     (codec, "decompress", "decompress (cramjam)"),
     (encoding, "decode", "decode (msgpack)"),
 ]
@@ -481,9 +481,9 @@ def sec_prune(ctx: Ctx) -> None:
     stages = [
         (ckstore.Store, "prune", "prune: other (batching, result records)"),
         (pruning, "registry_entries", "plan: registry scan + entry verify (excl. tag)"),
-        (ckstore, "plan_retention", "plan: retention policy (pure)"),
+        (pruning, "plan_retention", "plan: retention policy (pure)"),
         (pruning, "delete_victims", "delete: re-check victims, ids (excl. below)"),
-        (codec, "_tag", "tag (HMAC-SHA256: registry entries)"),
+        (codec, "tag", "tag (HMAC-SHA256: registry entries)"),
         (Txn, "delete_range", "delete: payload/marks range deletes"),
         (Txn, "delete", "delete: metadata deletes"),
         (Txn, "delete_keys_in_range", "delete: registry cursor pass"),

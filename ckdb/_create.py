@@ -1,4 +1,4 @@
-"""Store.create: validate, gather components, capture files, build frames, commit once.
+"""Creating a checkpoint: validate, gather components, capture files, build frames, commit once.
 
 Write protocol (``docs/format.md`` has the byte tables and the crash windows):
 
@@ -16,26 +16,22 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 from attrs import frozen
 
 from ckdb import encoding
 from ckdb._env import Txn
-from ckdb.capture import (
-    Capture,
-    capture_tree,
-    reread_chunk,
-)
-from ckdb.chunks import add_refs, content_id, lease_key
+from ckdb.capture import Capture, ChunkSink, capture_tree, reread_chunk
 from ckdb.codec import decode_frame, decode_registry, parse_frame
+from ckdb.components import Registered
 from ckdb.errors import (
     CkdbError,
     IntegrityError,
     InvalidInput,
 )
-from ckdb.integrity import LEVELS
+from ckdb.integrity import LEVELS, ValidationReport
 from ckdb.layout import (
     BUNDLE_MAX,
     BUNDLE_TOTAL_MAX,
@@ -43,7 +39,6 @@ from ckdb.layout import (
     DB_CHUNKS,
     DB_PAYLOADS,
     DB_REGISTRY,
-    DB_SETTINGS,
     DB_WORKFLOWS,
     FLAG_FILES,
     FLAG_MANUAL,
@@ -51,19 +46,13 @@ from ckdb.layout import (
     Codec,
     RecordType,
     check_name,
-    id_to_text,
     new_id,
     registry_key,
     split_registry_key,
 )
-from ckdb.meta import (
-    METADATA_VERSION,
-    _dt,
-    _integrity,
-    _Meta,
-    _now_us,
-)
-from ckdb.pruning import AUTO_MAX, delete_victims, registry_entries
+from ckdb.lifecycle import mark_quietly
+from ckdb.meta import METADATA_VERSION, Meta, datetime_of, integrity_digest, now_us
+from ckdb.pruning import AUTO_MAX, delete_victims, registry_entries, victims_by_seq
 from ckdb.records import (
     KIND_AUTOMATIC,
     KIND_MANUAL,
@@ -72,14 +61,13 @@ from ckdb.records import (
 )
 from ckdb.restore import check_path
 from ckdb.retention import plan as plan_retention
-
-if TYPE_CHECKING:
-    from ckdb.store import Store
+from ckdb.tables import Tables
+from ckdb.tables.chunks import LEASE_SECONDS, lease_key
 
 _log = logging.getLogger("ckdb")
 
 
-def _codec_for(compression: object) -> Codec:
+def codec_for(compression: object) -> Codec:
     if compression is True or compression == "auto":
         return Codec.AUTO
     if compression == "zstd":
@@ -112,7 +100,7 @@ class _Part:
 
 
 def _payload_frames(
-    store: Store, cid: bytes, encoded: list[tuple[RecordType, str, bytes]], codec: Codec
+    t: Tables, cid: bytes, encoded: list[tuple[RecordType, str, bytes]], codec: Codec
 ) -> tuple[list[_Part], list[list[Any]]]:
     """The payload frames of a checkpoint and its metadata component entries.
 
@@ -121,7 +109,7 @@ def _payload_frames(
     tag, one put, one read-back and one read on load instead of one each (docs/format.md,
     "Bundles")."""
     small: list[tuple[RecordType, str, bytes]] = []
-    if store._bundles:
+    if t.bundles:
         total = 0
         for entry in encoded:
             size = len(entry[2])
@@ -136,8 +124,8 @@ def _payload_frames(
     comps: list[list[Any]] = []
 
     def frame_of(rtype: RecordType, name: str, raw: bytes) -> list[Any]:
-        key = store._keys.payload_key(cid, rtype, name)
-        frame = store._frame(rtype, DB_PAYLOADS, key, raw, codec)
+        key = t.payloads.key(cid, rtype, name)
+        frame = t.frames.frame(rtype, DB_PAYLOADS, key, raw, codec)
         digest = hashlib.sha256(raw).digest()
         parts.append(_Part(rtype, name, key, frame, len(raw), digest))
         return [int(rtype), name, len(raw), len(frame), digest]
@@ -155,7 +143,10 @@ def _payload_frames(
 
 
 def create_checkpoint(
-    store: Store,
+    t: Tables,
+    components: Registered,
+    sink: ChunkSink,
+    validate: Callable[..., ValidationReport],
     workflow_id: str,
     phase: str,
     *,
@@ -183,7 +174,7 @@ def create_checkpoint(
     it as the workflow's; later checkpoints of the workflow capture it again unless
     ``include_files=False``. Nothing is written unless every input is valid.
     """
-    store._env.check()
+    t.env.check()
     check_name(workflow_id, "workflow_id")
     check_name(phase, "phase")
     if kind not in KINDS:
@@ -196,8 +187,8 @@ def create_checkpoint(
         check_name(name, "name")
     if verification_level is not None and verification_level not in LEVELS:
         raise InvalidInput(f"verification_level must be one of {LEVELS}")
-    creator = store._created_by if created_by is None else check_name(created_by, "created_by")
-    codec = _codec_for(compression)
+    creator = t.created_by if created_by is None else check_name(created_by, "created_by")
+    codec = codec_for(compression)
     if state is not None and not isinstance(state, Mapping):
         raise InvalidInput(
             f"state must be a mapping of component name to value, not {type(state).__name__}"
@@ -205,23 +196,22 @@ def create_checkpoint(
     for pattern in [*(include or ()), *(exclude or ())]:
         if not isinstance(pattern, str):
             raise InvalidInput(f"include/exclude patterns must be str, not {pattern!r}")
-    wf_key = store._keys.wf_key(workflow_id)
+    wf_key = t.keys.wf_key(workflow_id)
 
     # Gather the state: registered captures, then the explicit mapping on top.
-    components: dict[str, Any] = {}
-    with store._components_lock:
-        registered = [n for n, (cap, _r) in store._components.items() if cap is not None]
+    values: dict[str, Any] = {}
+    registered = components.captured_names()
     for cname in registered:
         if cname in ("resources", "dependencies"):
             continue
-        components[cname] = store._captured(cname)
+        values[cname] = components.capture(cname)
     for cname, value in (state or {}).items():
         check_name(cname, "state component name")
-        components[cname] = value
+        values[cname] = value
     if resources is None and "resources" in registered:
-        resources = store._captured("resources")
+        resources = components.capture("resources")
     if dependencies is None and "dependencies" in registered:
-        dependencies = store._captured("dependencies")
+        dependencies = components.capture("dependencies")
     if not include_resources:
         resources = None
 
@@ -231,7 +221,7 @@ def create_checkpoint(
     def add(rtype: RecordType, cname: str, value: Any, path: str) -> None:
         encoded.append((rtype, cname, encoding.encode(value, path)))
 
-    for cname, value in components.items():
+    for cname, value in values.items():
         add(RecordType.COMPONENT, cname, value, f"state.{cname}")
     if resources is not None:
         add(RecordType.RESOURCES, "resources", resources, "resources")
@@ -243,9 +233,9 @@ def create_checkpoint(
     if include_files:
         root: str | None = None
         previous: dict[str, Any] | None = None
-        with store._env.read() as txn:
+        with t.env.read() as txn:
             try:
-                wf_doc0 = store._workflow_doc(txn, wf_key, workflow_id)
+                wf_doc0 = t.workflows.doc(txn, wf_key, workflow_id)
             except IntegrityError:
                 wf_doc0 = None  # damaged: rebuilt by this create (without a working directory)
             if files is not None:
@@ -253,11 +243,11 @@ def create_checkpoint(
             elif wf_doc0 is not None:
                 root = wf_doc0.get("working_directory")
             if root is not None:
-                previous = store._previous_manifest(txn, wf_key)
+                previous = t.previous_manifest(txn, wf_key)
         if root is not None:
             cap = capture_tree(
                 root,
-                store,
+                sink,
                 include=include,
                 exclude=exclude,
                 previous=previous,
@@ -269,21 +259,21 @@ def create_checkpoint(
     flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
     if cap is not None:
         flags |= FLAG_FILES
-    parts, comps = _payload_frames(store, cid, encoded, codec)
-    integrity = _integrity(cid, comps)
+    parts, comps = _payload_frames(t, cid, encoded, codec)
+    integrity = integrity_digest(cid, comps)
     estimate = sum(len(p.frame) for p in parts) + 4096
     if cap is not None:
         estimate += sum(len(f) for f in cap.pending.values())
 
     def apply(txn: Txn) -> CheckpointInfo:
         try:
-            wf_doc = store._workflow_doc(txn, wf_key, workflow_id)
+            wf_doc = t.workflows.doc(txn, wf_key, workflow_id)
         except IntegrityError:
             # A damaged workflow record is rebuilt (the registry decides the sequence below);
             # it must not block every later checkpoint of the workflow.
             wf_doc = None
         if wf_doc is None:
-            wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": _now_us()}
+            wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": now_us()}
         seq = int(wf_doc["next_seq"])
         parent = None
         newest = True
@@ -293,11 +283,11 @@ def create_checkpoint(
                 seq = max(seq, split_registry_key(reg_key_)[1] + 1)
                 newest = False
             try:  # the newest entry that verifies (a damaged one names no parent)
-                parent = store._registry_entry(reg_key_, value)[0]
+                parent = t.registry.entry(reg_key_, value)[0]
                 break
             except IntegrityError:
                 continue
-        created_us = _now_us()
+        created_us = now_us()
         meta_doc = {
             "v": METADATA_VERSION,
             "id": cid,
@@ -312,18 +302,15 @@ def create_checkpoint(
             "components": comps,
             "integrity": integrity,
         }
-        meta_frame = store._frame(
-            RecordType.METADATA, DB_CHECKPOINTS, cid, encoding.encode(meta_doc), Codec.NONE
-        )
+        meta_frame = t.checkpoints.frame(cid, encoding.encode(meta_doc))
         reg_key = registry_key(wf_key, seq)
-        reg_value = store._registry_value(reg_key, cid, created_us, flags)
+        reg_value = t.registry.value(reg_key, cid, created_us, flags)
         wf_doc["next_seq"] = seq + 1
         if cap is not None:
             wf_doc["working_directory"] = cap.root
         wf_raw = encoding.encode(wf_doc)
-        wf_frame = store._frame(RecordType.WORKFLOW, DB_WORKFLOWS, wf_key, wf_raw, Codec.NONE)
-        if not txn.put(DB_CHECKPOINTS, cid, meta_frame, overwrite=False):
-            raise IntegrityError(f"checkpoint id {id_to_text(cid)} already exists")
+        wf_frame = t.workflows.frame(wf_key, wf_raw)
+        t.checkpoints.put_new(txn, cid, meta_frame)
         written = [(DB_CHECKPOINTS, cid, meta_frame)]
         for p in parts:
             txn.put(DB_PAYLOADS, p.key, p.frame)
@@ -334,36 +321,36 @@ def create_checkpoint(
         written.append((DB_WORKFLOWS, wf_key, wf_frame))
         if cap is not None:
             for chunk_id, frame in cap.pending.items():
-                if txn.put(DB_CHUNKS, chunk_id, frame, overwrite=False):
+                if t.chunks.put_new(txn, chunk_id, frame):
                     written.append((DB_CHUNKS, chunk_id, frame))
             # Re-check every chunk the manifest references: one may have been reclaimed
             # (its last reference deleted) since the capture saw it.
             missing = [
-                c for c in cap.referenced if c not in cap.pending and txn.get(DB_CHUNKS, c) is None
+                c for c in cap.referenced if c not in cap.pending and not t.chunks.has(txn, c)
             ]
             if missing:
                 raise _MissingChunks(missing)
-            add_refs(txn, store._keys, cap.referenced)
+            t.chunks.add_refs(txn, cap.referenced)
             if cap.lease_id is not None:
-                txn.delete(DB_SETTINGS, lease_key(cap.lease_id))
+                t.settings.delete(txn, lease_key(cap.lease_id))
         if kind == KIND_AUTOMATIC:
             # Seed: an automatic checkpoint applies its workflow's retention after it
             # commits; here in the same transaction, bounded per create.
             # Nested: damage found in an old victim (a bad reference count, say) skips
             # retention for this create; it never blocks the new checkpoint. Scrub repairs it.
             try:
-                policy = store._policy_in(txn, wf_key)
+                policy = t.policy(txn, wf_key)
                 if policy is not None:
                     with txn.nested() as sub:
-                        now = _dt(created_us)
-                        planned = plan_retention(registry_entries(store, sub, wf_key), policy, now)
+                        now = datetime_of(created_us)
+                        planned = plan_retention(registry_entries(t, sub, wf_key), policy, now)
                         if planned.delete:
-                            seqs = store._seqs(sub, wf_key, planned.delete[:AUTO_MAX])
-                            delete_victims(store, sub, wf_key, seqs, created_us)
+                            seqs = victims_by_seq(sub, wf_key, planned.delete[:AUTO_MAX])
+                            delete_victims(t, sub, wf_key, seqs, created_us)
             except CkdbError as err:
                 _log.warning("ckdb: automatic retention of %r skipped: %s", workflow_id, err)
         # Read every value back inside the transaction and verify it before committing.
-        k = store._keys
+        k = t.keys
         for db, key, frame in written:
             back = txn.get(db, key)
             if back != frame:
@@ -376,14 +363,12 @@ def create_checkpoint(
         back_entry = txn.get(DB_REGISTRY, reg_key)
         if back_entry != reg_value:
             raise IntegrityError("read-back of the registry entry differs from what was put")
-        decode_registry(store._keys.mac, reg_key, back_entry)  # and its tag verifies
+        decode_registry(k.mac, reg_key, back_entry)  # and its tag verifies
         # Verified in full just now: later reads of these exact bytes compare instead of
-        # verifying again (ckdb/_verified.py).
-        store._verified.put((DB_REGISTRY, reg_key), reg_value, (cid, created_us, flags))
-        store._verified.put(
-            (DB_WORKFLOWS, wf_key, RecordType.WORKFLOW), wf_frame, wf_raw, len(wf_raw)
-        )
-        return _Meta(
+        # verifying again (ckdb/tables/verified.py).
+        t.registry.remember(reg_key, reg_value, (cid, created_us, flags))
+        t.workflows.remember(wf_key, wf_frame, wf_raw)
+        return Meta(
             cid,
             workflow_id,
             phase,
@@ -399,7 +384,7 @@ def create_checkpoint(
 
     for _attempt in range(4):
         try:
-            info = store._env.write(apply, estimate=estimate)
+            info = t.env.write(apply, estimate=estimate)
             break
         except _MissingChunks as missing:
             assert cap is not None
@@ -408,12 +393,12 @@ def create_checkpoint(
                     data = reread_chunk(cap.root, cap.sources[chunk_id])
                 except OSError:
                     data = b""  # gone or unreadable now: reported as "changed" just below
-                if content_id(store._keys, data) != chunk_id:
+                if sink.content_id(data) != chunk_id:
                     raise InvalidInput(
                         f"{os.fsdecode(cap.sources[chunk_id][0])} changed while it was being "
                         "captured; nothing was written, try again"
                     ) from None
-                cap.pending[chunk_id] = store.chunk_frame(chunk_id, data, cap.codec)
+                cap.pending[chunk_id] = sink.chunk_frame(chunk_id, data, cap.codec)
     else:
         raise IntegrityError("chunks kept disappearing during the commit; nothing was written")
     if cap is not None and (cap.warnings or cap.doc.get("error")):
@@ -422,12 +407,26 @@ def create_checkpoint(
         notes = ([cap.doc["error"]] if cap.doc.get("error") else []) + cap.warnings
         info = attrs.evolve(info, warnings=tuple(notes))
     if verification_level is not None:
-        report = store.validate(info.id, level=verification_level)
+        report = validate(info.id, level=verification_level)
         if not report.ok:
             why = "; ".join(report.findings)
-            store._mark_quietly(info.id, f"failed {verification_level} validation: {why}")
+            mark_quietly(t, info.id, f"failed {verification_level} validation: {why}")
             raise IntegrityError(
                 f"checkpoint {info.id} was committed but failed {verification_level} validation "
                 f"right after creation, and is now marked corrupted: {why}"
             )
     return info
+
+
+def commit_ahead(
+    t: Tables, lease_id: bytes, frames: dict[bytes, bytes], leased: set[bytes]
+) -> None:
+    """Commit chunks ahead of a large checkpoint, protected by a lease until its commit (or
+    its expiry; scrub reclaims unreferenced chunks whose lease expired)."""
+
+    def apply(txn: Txn) -> None:
+        for cid, frame in frames.items():
+            t.chunks.put_new(txn, cid, frame)
+        t.chunks.put_lease(txn, lease_id, leased, now_us() + LEASE_SECONDS * 1_000_000, os.getpid())
+
+    t.env.write(apply, estimate=sum(len(f) for f in frames.values()) + 4096)

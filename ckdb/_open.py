@@ -1,20 +1,23 @@
-"""Opening and creating stores: the format record, key resolution, atomic creation."""
+"""Opening and creating stores: the format record, key resolution, atomic creation, and the
+record layer (:class:`~ckdb.tables.Tables`) of an open store."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import hmac
 import os
 import secrets
 import shutil
 import socket
-from datetime import datetime
 from pathlib import Path
 
 from ckdb import keys
-from ckdb._env import Txn, create_environment, fsync_path
+from ckdb._env import DEFAULT_MAP_SIZE, Env, Txn, create_environment, fsync_path
 from ckdb.errors import (
     FormatError,
     InvalidInput,
+    StoreNotFound,
     UnsupportedVersion,
     WrongKey,
 )
@@ -30,25 +33,19 @@ from ckdb.layout import (
     INFO_KEYRING,
     STORE_MAGIC,
 )
-from ckdb.meta import _now_us
+from ckdb.meta import now_us
+from ckdb.retention import RetentionPolicy
+from ckdb.tables import Tables
 
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _default_creator() -> str:
+def default_creator() -> str:
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def _aware_us(value: datetime | None, what: str) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidInput(f"{what} must be a timezone-aware datetime, not {value!r}")
-    return int(value.timestamp() * 1_000_000)
 
 
 def check_format(record: bytes) -> bytes:
@@ -74,7 +71,7 @@ def check_format(record: bytes) -> bytes:
     return bytes(uuid)
 
 
-def _resolve_key(path: Path, key: bytes | None, key_file: str | os.PathLike[str] | None) -> bytes:
+def resolve_key(path: Path, key: bytes | None, key_file: str | os.PathLike[str] | None) -> bytes:
     if key is not None:
         return key
     if key_file is not None:
@@ -88,7 +85,7 @@ def _resolve_key(path: Path, key: bytes | None, key_file: str | os.PathLike[str]
     return keys.read_key_file(default)
 
 
-def _cipher_of(fmt: bytes) -> str | None:
+def cipher_of(fmt: bytes) -> str | None:
     incompat = FORMAT.unpack(fmt)[2]
     for name, flag in CIPHERS.items():
         if incompat & flag:
@@ -96,7 +93,7 @@ def _cipher_of(fmt: bytes) -> str | None:
     return None
 
 
-def _create_store(
+def create_store(
     path: Path,
     key: bytes | None,
     key_file: str | os.PathLike[str] | None,
@@ -134,7 +131,7 @@ def _create_store(
                 fsync_path(target.absolute().parent, directory=True)
         uuid = secrets.token_bytes(16)
         incompat = INCOMPAT_BUNDLES | (0 if encryption is None else CIPHERS[encryption])
-        fmt = FORMAT.pack(STORE_MAGIC, FORMAT_VERSION, incompat, 0, uuid, _now_us())
+        fmt = FORMAT.pack(STORE_MAGIC, FORMAT_VERSION, incompat, 0, uuid, now_us())
         kek = keys.kek_for(master, uuid)
         ring = keys.Keyring.generate()
 
@@ -156,3 +153,108 @@ def _create_store(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def finish_pending_key_file(path: Path) -> None:
+    """A rotation committed but crashed before renaming ``key.new`` over ``key``: finish it."""
+    pending = path / (keys.KEY_FILE_NAME + ".new")
+    try:
+        os.replace(pending, path / keys.KEY_FILE_NAME)
+    except FileNotFoundError:
+        return  # the rotating process (or another opener) finished it first
+    fsync_path(path, directory=True)
+
+
+def open_tables(
+    path: Path,
+    *,
+    key: bytes | None,
+    key_file: str | os.PathLike[str] | None,
+    readonly: bool,
+    durability: str,
+    create: bool,
+    map_size: int | None,
+    encryption: str | None,
+    retention: RetentionPolicy | None,
+    created_by: str,
+    unsafe_nosync: bool = False,
+) -> Tables:
+    """Open (creating it first if missing and allowed) the store at ``path``; its record layer.
+
+    The caller has validated the arguments. If opening fails halfway, what was opened is closed
+    before the error propagates."""
+    if not (path / "data.mdb").exists():
+        if readonly or not create:
+            if not path.exists():
+                raise StoreNotFound(f"there is no store at {path}")
+            raise FormatError(f"{path} is not a ckdb store (no data.mdb)")
+        create_store(path, key, key_file, map_size or DEFAULT_MAP_SIZE, encryption)
+    size = map_size or DEFAULT_MAP_SIZE
+    with contextlib.suppress(OSError):
+        size = max(size, int(os.path.getsize(path / "data.mdb") * 1.5))
+    env = Env(path, readonly=readonly, durability=durability, map_size=size,
+              unsafe_nosync=unsafe_nosync)  # fmt: skip
+    try:
+        tables = _unlock(env, path, key, key_file, readonly, retention, created_by)
+        if encryption is not None and encryption != tables.keys.cipher:
+            raise InvalidInput(
+                f"{path} exists with encryption={tables.keys.cipher!r}; encryption is "
+                "fixed when a store is created"
+            )
+    except BaseException:
+        env.close()
+        raise
+    return tables
+
+
+def _unlock(
+    env: Env,
+    path: Path,
+    key: bytes | None,
+    key_file: str | os.PathLike[str] | None,
+    readonly: bool,
+    retention: RetentionPolicy | None,
+    created_by: str,
+) -> Tables:
+    # Check the format version and mandatory features before anything else: an unknown
+    # format must not be interpreted, let alone written (borg Repository.open).
+    with env.read() as txn:
+        fmt = txn.get(DB_INFO, INFO_FORMAT)
+        check = txn.get(DB_INFO, INFO_KEYCHECK)
+        ring = txn.get(DB_INFO, INFO_KEYRING)
+    if fmt is None:
+        raise FormatError(f"{path} has no ckdb format record")
+    uuid = check_format(fmt)
+    if check is None or ring is None:
+        raise FormatError(f"{path} has no key records: the store header is damaged")
+    master = resolve_key(path, key, key_file)
+    key_source = "argument" if key is not None else ("file" if key_file is not None else "store")
+    kek = keys.kek_for(master, uuid)
+    if not hmac.compare_digest(keys.key_check(kek, fmt), check):
+        pending = path / (keys.KEY_FILE_NAME + ".new")
+        if key_source == "store" and pending.exists():
+            # A rotation committed but crashed before renaming key.new over key.
+            master = keys.read_key_file(pending)
+            kek = keys.kek_for(master, uuid)
+            if not hmac.compare_digest(keys.key_check(kek, fmt), check):
+                raise WrongKey(f"neither key nor key.new opens {path} (a damaged store header?)")
+            if not readonly:
+                finish_pending_key_file(path)
+        else:
+            raise WrongKey(f"the key does not open {path} (wrong key, or a damaged store header)")
+    # A key.new that `key` opens past is left alone: it may belong to a rotation in progress
+    # in another process (deleting it would lose the new key). The next rotation replaces it.
+    ring_keys = keys.Keyring.unwrap(kek, uuid, ring)
+    ring_keys.cipher = cipher_of(fmt)
+    return Tables(
+        env,
+        ring_keys,
+        path=path,
+        uuid=uuid,
+        master=master,
+        key_source=key_source,
+        readonly=readonly,
+        bundles=bool(FORMAT.unpack(fmt)[2] & INCOMPAT_BUNDLES),
+        retention=retention,
+        created_by=created_by,
+    )

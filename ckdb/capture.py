@@ -9,7 +9,7 @@
   manifest is not re-read, unless it was changed within ``RACY_NS`` of that capture's start
   (timestamps are coarse: such files are re-read, like git's "racily clean" entries).
 - When the new chunks pending for a capture exceed ``AHEAD_BYTES`` they are committed ahead of the
-  checkpoint under a lease (see ``ckdb.chunks``); the checkpoint's own commit re-checks them.
+  checkpoint under a lease (see ``ckdb.tables.chunks``); the checkpoint's own commit re-checks them.
 """
 
 from __future__ import annotations

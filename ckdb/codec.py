@@ -66,7 +66,7 @@ class Frame(NamedTuple):
     body: bytes  # as stored (maybe compressed)
 
 
-def _tag(mac: Mac, header: bytes, db: bytes, key: bytes, body: bytes | memoryview) -> bytes:
+def tag(mac: Mac, header: bytes, db: bytes, key: bytes, body: bytes | memoryview) -> bytes:
     h = mac.copy()
     h.update(b"".join((header, _ADDR.pack(len(db)), db, _KEYLEN.pack(len(key)), key)))
     h.update(body)
@@ -187,7 +187,7 @@ def encode_frame(
         )
         nonce = os.urandom(NONCE_SIZE)
         body = nonce + aead.encrypt(nonce, body, _aad(header, db, key))
-    return b"".join((header, body, _tag(mac, header, db, key, body)))
+    return b"".join((header, body, tag(mac, header, db, key, body)))
 
 
 def _aad(header: bytes, db: bytes, key: bytes) -> bytes:
@@ -229,7 +229,7 @@ def parse_frame(macs: MacLookup, db: bytes, key: bytes, value: bytes | memoryvie
             f"{_where(db, key)}: frame tagged with unknown key id {key_id}"
         ) from None
     if not hmac.compare_digest(
-        _tag(mac, value[:_HEADER_SIZE], db, key, body), value[size - TAG_SIZE :]
+        tag(mac, value[:_HEADER_SIZE], db, key, body), value[size - TAG_SIZE :]
     ):
         raise IntegrityError(f"{_where(db, key)}: integrity tag mismatch")
     if raw_len > MAX_RAW_LEN:
@@ -277,18 +277,18 @@ def decode_registry(
     """-> (checkpoint id, created_at µs, flags); IntegrityError on any damage."""
     if len(value) != REGISTRY_VALUE.size:
         raise IntegrityError(f"{_where(b'registry', key)}: entry of {len(value)} bytes")
-    cid, created, flags, key_id, tag = REGISTRY_VALUE.unpack(bytes(value))
+    cid, created, flags, key_id, stored_tag = REGISTRY_VALUE.unpack(bytes(value))
     try:
         mac = macs(key_id)
     except KeyError:
         raise IntegrityError(f"{_where(b'registry', key)}: unknown key id {key_id}") from None
-    if not hmac.compare_digest(_short_tag(mac, key, bytes(value[:REGISTRY_TAGGED])), tag):
+    if not hmac.compare_digest(_short_tag(mac, key, bytes(value[:REGISTRY_TAGGED])), stored_tag):
         raise IntegrityError(f"{_where(b'registry', key)}: integrity tag mismatch")
     return cid, created, flags
 
 
 def _short_tag(mac: Mac, key: bytes, head: bytes) -> bytes:
-    return _tag(mac, b"registry-entry", b"registry", key, head)[:REGISTRY_TAG_SIZE]
+    return tag(mac, b"registry-entry", b"registry", key, head)[:REGISTRY_TAG_SIZE]
 
 
 def _where(db: bytes, key: bytes) -> str:

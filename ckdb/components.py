@@ -1,4 +1,4 @@
-"""Ready-made state components.
+"""State components: the registry of a store's captures and restorers, and ready-made ones.
 
 ``capture_dependencies()`` records what an agent runs on, out of the box::
 
@@ -15,7 +15,12 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
+
+from ckdb.errors import CkdbError, InvalidInput
+from ckdb.layout import check_name
 
 
 class DependencyDrift(RuntimeError):
@@ -68,3 +73,55 @@ def check_dependencies(recorded: Any) -> None:
     drift = dependency_drift(recorded)
     if drift:
         raise DependencyDrift("; ".join(drift[:20]) + (" ..." if len(drift) > 20 else ""))
+
+
+class Registered:
+    """The components registered on one store (``Store.register_component``): how each is
+    captured by ``create`` and handed back by ``restore``. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._map: dict[str, tuple[Callable[[], Any] | None, Callable[[Any], None] | None]] = {}
+
+    def register(
+        self,
+        name: str,
+        capture: Callable[[], Any] | None,
+        restore: Callable[[Any], None] | None,
+    ) -> None:
+        check_name(name, "component name")
+        if capture is not None and not callable(capture):
+            raise InvalidInput(f"capture for {name!r} must be callable")
+        if restore is not None and not callable(restore):
+            raise InvalidInput(f"restore for {name!r} must be callable")
+        if capture is None and restore is None:
+            raise InvalidInput(f"register_component({name!r}) needs capture= or restore=")
+        with self._lock:
+            self._map[name] = (capture, restore)
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._map.pop(name, None)
+
+    def captured_names(self) -> list[str]:
+        with self._lock:
+            return [n for n, (cap, _r) in self._map.items() if cap is not None]
+
+    def capture(self, name: str) -> Any:
+        """The registered capture's value (None without one); its failure is an InvalidInput."""
+        with self._lock:
+            capture = self._map.get(name, (None, None))[0]
+        if capture is None:
+            return None
+        try:
+            return capture()
+        except CkdbError:
+            raise
+        except Exception as err:
+            raise InvalidInput(
+                f"capture of component {name!r} failed: {type(err).__name__}: {err}"
+            ) from err
+
+    def restorers(self) -> dict[str, Callable[[Any], None]]:
+        with self._lock:
+            return {n: r for n, (_c, r) in self._map.items() if r is not None}

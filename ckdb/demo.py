@@ -30,9 +30,9 @@ from pathlib import Path
 
 import ckdb
 from ckdb import _demo_agent as agent
-from ckdb.cli import collect_stats, print_stats
 from ckdb.errors import InvalidInput
-from ckdb.layout import DB_PAYLOADS, RecordType
+from ckdb.summary import collect_stats, print_stats
+from ckdb.testing.damage import corrupt_component
 
 HOLD = (agent.RISKY_PHASE, 2)
 
@@ -191,15 +191,12 @@ def _demo(base: Path, out: Callable[[str], None]) -> int:
             f"4. Damaging one byte of checkpoint #{newest.sequence} (the frame holding its "
             "'progress' component)."
         )
-        # Internal access, for the demo only: the public API never writes damaged data.
-        key = store._payload_address(newest.id, RecordType.COMPONENT, "progress")
-        with store._env.read() as txn:
-            value = txn.get(DB_PAYLOADS, key)
-            original = b"" if value is None else bytes(value)
-        if checks.check(bool(original), "found the payload to damage"):
-            damaged = bytearray(original)
-            damaged[len(damaged) // 2] ^= 0x01
-            store._env.write(lambda txn: txn.put(DB_PAYLOADS, key, bytes(damaged)))
+        try:
+            corrupt_component(store, newest.id, "progress")
+            damaged = True
+        except InvalidInput:
+            damaged = False
+        checks.check(damaged, "found the payload to damage")
         report = store.validate(newest.id, level="standard")
         why = report.findings[0] if report.findings else "no finding"
         checks.check(not report.ok, f"validate #{newest.sequence} fails: {why}")

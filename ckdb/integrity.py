@@ -10,20 +10,16 @@ Every level verifies the tag of every frame it reads. Findings are data, never w
 
 from __future__ import annotations
 
-import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attrs import frozen
 
-from ckdb import encoding
-from ckdb.chunks import content_id
-from ckdb.errors import CkdbError, FormatError, IntegrityError, InvalidInput
-from ckdb.layout import DB_CHUNKS, DB_PAYLOADS, RecordType, id_to_text
-from ckdb.meta import _TYPE_NAMES
-
-if TYPE_CHECKING:
-    from ckdb._env import Txn
-    from ckdb.store import Store
+from ckdb._env import Txn
+from ckdb.capture import manifest_chunks
+from ckdb.errors import CheckpointNotFound, CkdbError, IntegrityError, InvalidInput
+from ckdb.layout import FLAG_MARKED, RecordType, id_from_text, id_to_text
+from ckdb.meta import integrity_digest
+from ckdb.tables import Tables
 
 LEVELS = ("basic", "standard", "comprehensive")
 
@@ -58,7 +54,23 @@ class ValidationReport:
         return all(f is not False for f in flags) and not self.findings
 
 
-def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport:
+def check_level(level: object, what: str = "validation level") -> str:
+    if level not in LEVELS:
+        raise InvalidInput(f"{what} must be one of {LEVELS}, not {level!r}")
+    return str(level)
+
+
+def validate_checkpoint(t: Tables, checkpoint_id: str, level: str) -> ValidationReport:
+    """Validate one checkpoint at ``level`` in one read transaction."""
+    check_level(level)
+    cid = id_from_text(checkpoint_id)
+    with t.env.read() as txn:
+        if not t.checkpoints.exists(txn, cid):
+            raise CheckpointNotFound(f"no checkpoint {id_to_text(cid)}")
+        return validate(t, txn, cid, level)
+
+
+def validate(t: Tables, txn: Txn, cid: bytes, level: str) -> ValidationReport:
     if level not in LEVELS:
         raise InvalidInput(f"validation level must be one of {LEVELS}, not {level!r}")
     depth = LEVELS.index(level)
@@ -67,15 +79,15 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
     flags: dict[str, Any] = {}
 
     try:
-        meta = store._read_meta(txn, cid)
-        _reg_key, reg_flags = store._read_flags(txn, meta)
-        if reg_flags & 0x02:
+        meta = t.checkpoints.read(txn, cid)
+        _reg_key, reg_flags = t.registry.slot_of(txn, meta)
+        if reg_flags & FLAG_MARKED:
             findings.append("checkpoint is marked corrupted")
         flags["metadata_valid"] = True
     except IntegrityError as err:
         return ValidationReport(text_id, level, False, False, findings=(str(err),))
 
-    payloads = Payloads(store, txn, cid, meta.components)
+    payloads = t.payloads.reader(txn, cid, meta.components)
     checks = {
         RecordType.BUNDLE: ("workflow_state_valid", 0),
         RecordType.COMPONENT: ("workflow_state_valid", 0),
@@ -103,20 +115,16 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
             flags[flag] = False
             findings.append(str(err))
     if depth >= 1:
-        from ckdb.meta import _integrity  # noqa: PLC0415
-
-        flags["integrity_valid"] = _integrity(cid, meta.components) == meta.integrity
+        flags["integrity_valid"] = integrity_digest(cid, meta.components) == meta.integrity
         if not flags["integrity_valid"]:
             findings.append("integrity digest over the component digests does not match")
     if depth >= 2:
         flags["chunks_valid"] = True
         checked = 0
         if manifest is not None:
-            from ckdb.capture import manifest_chunks  # noqa: PLC0415
-
             for chunk in sorted(manifest_chunks(manifest)):
                 checked += 1
-                problem = check_chunk(store, txn, chunk)
+                problem = check_chunk(t, txn, chunk)
                 if problem:
                     flags["chunks_valid"] = False
                     findings.append(problem)
@@ -125,89 +133,14 @@ def validate(store: Store, txn: Txn, cid: bytes, level: str) -> ValidationReport
     return ValidationReport(text_id, level, findings=tuple(findings), **flags)
 
 
-class Payloads:
-    """The payloads of one checkpoint inside one transaction: frames of their own, or slices of
-    the checkpoint's bundle frame (read and verified once). Every raw body returned has passed
-    its frame's tag, its size and its SHA-256 digest from the metadata."""
-
-    __slots__ = ("_bundle", "_bundle_error", "_cid", "_components", "_offsets", "_store", "_txn")
-
-    def __init__(self, store: Store, txn: Txn, cid: bytes, components: list[list[Any]]) -> None:
-        self._store = store
-        self._txn = txn
-        self._cid = cid
-        self._components = components
-        self._bundle: bytes | None = None
-        self._bundle_error: IntegrityError | None = None
-        self._offsets: dict[int, int] = {}
-        at = 0
-        for i, comp in enumerate(components):  # the metadata parser checked the layout
-            if comp[0] == RecordType.BUNDLE:
-                at = 0
-            elif comp[3] == 0:
-                self._offsets[i] = at
-                at += comp[2]
-
-    def raw(self, index: int) -> bytes:
-        rtype_i, name, raw_size, _stored, digest = self._components[index]
-        rtype = RecordType(rtype_i)
-        offset = self._offsets.get(index)
-        if offset is None:
-            raw = self._bundle_raw() if rtype is RecordType.BUNDLE else self._frame(rtype, name)
-        else:
-            try:
-                raw = self._bundle_raw()[offset : offset + raw_size]
-            except IntegrityError as err:
-                raise IntegrityError(f"{_label(rtype, name)}: {err}") from None
-        if len(raw) != raw_size or hashlib.sha256(raw).digest() != digest:
-            raise IntegrityError(f"{_label(rtype, name)}: digest mismatch")
-        return raw
-
-    def value(self, index: int) -> Any:
-        """The decoded value of a component, resources, dependencies or manifest entry."""
-        rtype_i, name = self._components[index][:2]
-        raw = self.raw(index)
-        try:
-            return encoding.decode(raw)
-        except FormatError as err:
-            raise IntegrityError(f"{_label(RecordType(rtype_i), name)}: {err}") from None
-
-    def _frame(self, rtype: RecordType, name: str) -> bytes:
-        key = self._store._keys.payload_key(self._cid, rtype, name)
-        value = self._txn.get(DB_PAYLOADS, key)
-        if value is None:
-            raise IntegrityError(f"{_label(rtype, name)} is missing")
-        return self._store._unframe(DB_PAYLOADS, key, value, rtype)
-
-    def _bundle_raw(self) -> bytes:
-        if self._bundle_error is not None:  # read once: every component it holds fails alike
-            raise self._bundle_error
-        if self._bundle is None:
-            entry = next(c for c in self._components if c[0] == RecordType.BUNDLE)
-            try:
-                raw = self._frame(RecordType.BUNDLE, "")
-                if len(raw) != entry[2]:  # its digest is checked when the entry itself is read
-                    raise IntegrityError("bundle: size mismatch")
-            except IntegrityError as err:
-                self._bundle_error = err
-                raise
-            self._bundle = raw
-        return self._bundle
-
-
-def _label(rtype: RecordType, name: str) -> str:
-    return "the bundle" if rtype is RecordType.BUNDLE else f"{_TYPE_NAMES[rtype]} {name!r}"
-
-
-def check_chunk(store: Store, txn: Txn, chunk: bytes) -> str | None:
+def check_chunk(t: Tables, txn: Txn, chunk: bytes) -> str | None:
     """None if the chunk is present, its tag valid and its content id right; else the problem."""
-    value = txn.get(DB_CHUNKS, chunk)
-    if value is None:
+    if not t.chunks.has(txn, chunk):
         return f"chunk {chunk.hex()[:16]} is missing"
     try:
-        data = store._unframe(DB_CHUNKS, chunk, value, RecordType.CHUNK)
+        data = t.chunks.read(txn, chunk)
     except IntegrityError as err:
         return f"chunk {chunk.hex()[:16]}: {err}"
-    if content_id(store._keys, data) != chunk:
+    if t.chunks.content_id(data) != chunk:
         return f"chunk {chunk.hex()[:16]}: content does not match its content id"
     return None

@@ -4,7 +4,7 @@
    When the store uses its generated key file, the new key is first written to ``key.new``
    (fsynced), then the transaction commits, then ``key.new`` is renamed over ``key``. A crash in
    between leaves ``key`` (old) and ``key.new`` (new) with the store under one of them: open tries
-   ``key``, then ``key.new``, and finishes the rename (see ``Store._unlock``).
+   ``key``, then ``key.new``, and finishes the rename (see ``ckdb._open``).
 2. With ``new_data_key=True`` the same transaction adds a random data key and makes it active:
    new frames are tagged with it at once. Old frames are then re-tagged in bounded transactions
    (``RETAG_BATCH`` records each) with a cursor in ``settings``, so an interrupted rotation resumes
@@ -17,16 +17,21 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from attrs import frozen
 
 from ckdb import encoding, keys
 from ckdb._env import Txn, fsync_path
-from ckdb.chunks import decode_refs, encode_refs
-from ckdb.codec import ENCRYPTED, _tag, decode_frame, decode_registry, encode_frame, encode_registry
-from ckdb.errors import CkdbError, IntegrityError, WrongKey
+from ckdb.codec import (
+    ENCRYPTED,
+    decode_frame,
+    decode_registry,
+    encode_frame,
+    encode_registry,
+    parse_frame,
+    tag,
+)
+from ckdb.errors import CkdbError, IntegrityError, InvalidInput, WrongKey
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_CHUNKS,
@@ -46,9 +51,8 @@ from ckdb.layout import (
     Codec,
     RecordType,
 )
-
-if TYPE_CHECKING:
-    from ckdb.store import Store
+from ckdb.tables import Tables
+from ckdb.tables.chunks import decode_refs, encode_refs
 
 RETAG_BATCH = 500
 RETAG_CURSOR = b"rotation/cursor"
@@ -64,7 +68,25 @@ class RotationReport:
     complete: bool
 
 
-def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
+def rotate_key(t: Tables, new_master: bytes | None, new_data_key: bool) -> RotationReport:
+    """Re-wrap the store's keys under ``new_master`` (None: generate one, for stores that use
+    their own key file); with ``new_data_key``, start a new data key and re-tag old frames."""
+    t.env.check()
+    if new_master is None:
+        if t.key_source != "store":
+            raise InvalidInput("pass the new master key (this store's key is not its own file)")
+        new_master = keys.new_master_key()
+    rotate(t, new_master, new_data_key)
+    return retag(t) if new_data_key else report(t, 0, True)
+
+
+def report(t: Tables, count: int, complete: bool) -> RotationReport:
+    active = t.keys.active
+    retired = tuple(k for k in sorted(t.keys.data_keys) if k != active)
+    return RotationReport(active, retired, count, complete)
+
+
+def rotate(t: Tables, new_master: bytes, new_data_key: bool) -> None:
     """Step 1: re-wrap (and maybe add a data key) in one transaction.
 
     The transaction starts from the keyring *as stored* (another process may have added a data
@@ -72,14 +94,14 @@ def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
     opens it; it never writes back a stale in-memory copy.
     """
     new_master = keys.check_master_key(new_master)
-    key_path = store.path / keys.KEY_FILE_NAME
-    pending = store.path / (keys.KEY_FILE_NAME + ".new")
-    use_file = store._key_source == "store"
+    key_path = t.path / keys.KEY_FILE_NAME
+    pending = t.path / (keys.KEY_FILE_NAME + ".new")
+    use_file = t.key_source == "store"
     if use_file:
         pending.unlink(missing_ok=True)
         keys.write_key_file(pending, new_master)
-        fsync_path(store.path, directory=True)
-    cipher = store._keys.cipher
+        fsync_path(t.path, directory=True)
+    cipher = t.keys.cipher
 
     def apply(txn: Txn) -> keys.Keyring:
         fmt = txn.get(DB_INFO, INFO_FORMAT)
@@ -87,13 +109,13 @@ def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
         wrapped = txn.get(DB_INFO, INFO_KEYRING)
         if fmt is None or check is None or wrapped is None:
             raise IntegrityError("the store header is damaged: cannot rotate keys")
-        old_kek = keys.kek_for(store._master, store._uuid)
+        old_kek = keys.kek_for(t.master, t.uuid)
         if not hmac.compare_digest(keys.key_check(old_kek, fmt), check):
             raise WrongKey(
                 "the store was re-keyed by another process since it was opened here; reopen it "
                 "with the current key before rotating"
             )
-        stored = keys.Keyring.unwrap(old_kek, store._uuid, wrapped)
+        stored = keys.Keyring.unwrap(old_kek, t.uuid, wrapped)
         data = dict(stored.data_keys)
         active = stored.active
         if new_data_key:
@@ -101,22 +123,20 @@ def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
             data[active] = secrets.token_bytes(32)
         ring = keys.Keyring(data, active, stored.content_key)
         ring.cipher = cipher
-        kek = keys.kek_for(new_master, store._uuid)
+        kek = keys.kek_for(new_master, t.uuid)
         txn.put(DB_INFO, INFO_KEYCHECK, keys.key_check(kek, fmt))
-        txn.put(DB_INFO, INFO_KEYRING, ring.wrap(kek, store._uuid))
+        txn.put(DB_INFO, INFO_KEYRING, ring.wrap(kek, t.uuid))
         if new_data_key:
             txn.put(DB_SETTINGS, RETAG_CURSOR, encoding.encode([0, b""]))
         return ring
 
-    ring = store._env.write(apply)
+    ring = t.env.write(apply)
     # The key file may only name the new key once the store durably uses it. With
     # durability="relaxed" the commit above is not durable yet (its meta page waits for the next
     # commit's sync): a power cut after the rename would leave a key file that opens nothing.
     # Found by the relaxed power-loss rounds (tests/test_powerloss_ckdb.py).
-    store._env.sync()
-    store._keys = ring
-    store._master = new_master
-    ring.reload = store._reload_keyring
+    t.env.sync()
+    t.use_keys(ring, new_master)
     if use_file:
         try:
             os.replace(pending, key_path)
@@ -124,24 +144,15 @@ def rotate(store: Store, new_master: bytes, new_data_key: bool) -> None:
             # Another process opening the store finished the rename for us, or key.new went
             # missing: make sure `key` holds the new key (atomically, from memory).
             if keys.read_key_file(key_path) != new_master:
-                tmp = store.path / (keys.KEY_FILE_NAME + f".{secrets.token_hex(4)}.tmp")
+                tmp = t.path / (keys.KEY_FILE_NAME + f".{secrets.token_hex(4)}.tmp")
                 keys.write_key_file(tmp, new_master)
                 os.replace(tmp, key_path)
-        fsync_path(store.path, directory=True)
+        fsync_path(t.path, directory=True)
 
 
-def finish_pending_key_file(path: Path) -> None:
-    pending = path / (keys.KEY_FILE_NAME + ".new")
-    try:
-        os.replace(pending, path / keys.KEY_FILE_NAME)
-    except FileNotFoundError:
-        return  # the rotating process (or another opener) finished it first
-    fsync_path(path, directory=True)
-
-
-def _retag_value(store: Store, db: bytes, key: bytes, value: bytes) -> bytes | None:
+def _retag_value(t: Tables, db: bytes, key: bytes, value: bytes) -> bytes | None:
     """The value re-tagged under the active key, or None if it already is (or is not a frame)."""
-    ring = store._keys
+    ring = t.keys
     if db == DB_REGISTRY:
         cid, created, flags = decode_registry(ring.mac, key, value)
         if int.from_bytes(value[25:27], "big") == ring.active:
@@ -171,24 +182,22 @@ def _retag_value(store: Store, db: bytes, key: bytes, value: bytes) -> bytes | N
             Codec(codec & ~ENCRYPTED),
             ring.active_aead,
         )
-    from ckdb.codec import parse_frame  # noqa: PLC0415
-
     frame = parse_frame(ring.mac, db, key, value)  # verify under the old key first
     header = FRAME_HEADER.pack(magic, version, rtype, codec, ring.active, raw_len)
-    return b"".join((header, frame.body, _tag(ring.active_mac, header, db, key, frame.body)))
+    return b"".join((header, frame.body, tag(ring.active_mac, header, db, key, frame.body)))
 
 
-def retag(store: Store, max_batches: int | None = None) -> tuple[int, bool]:
-    """Re-tag frames not under the active key, resuming from the cursor. -> (count, complete)."""
+def retag(t: Tables, max_batches: int | None = None) -> RotationReport:
+    """Re-tag frames not under the active key, resuming from the cursor."""
     total = 0
     batches = 0
     while True:
         if max_batches is not None and batches >= max_batches:
-            return total, False
+            return report(t, total, False)
 
-        extra = store._env.extra_dbs()
+        extra = t.env.extra_dbs()
         for name in extra:
-            store._env.ensure_db(name)
+            t.env.ensure_db(name)
         order = (*FRAME_DBS, *extra, DB_REGISTRY, DB_REFS)
 
         def apply(txn: Txn, order: tuple[bytes, ...] = order) -> tuple[int, bool]:
@@ -212,7 +221,7 @@ def retag(store: Store, max_batches: int | None = None) -> tuple[int, bool]:
                         break
                 for key, value in items:
                     try:
-                        new = _retag_value(store, db, key, value)
+                        new = _retag_value(t, db, key, value)
                     except IntegrityError:
                         new = None  # damaged: left for scrub, never re-tagged into validity
                     if new is not None:
@@ -226,8 +235,8 @@ def retag(store: Store, max_batches: int | None = None) -> tuple[int, bool]:
             txn.delete(DB_SETTINGS, RETAG_CURSOR)
             return done, True
 
-        count, complete = store._env.write(apply)
+        count, complete = t.env.write(apply)
         total += count
         batches += 1
         if complete:
-            return total, True
+            return report(t, total, True)

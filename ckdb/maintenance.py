@@ -28,20 +28,18 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attrs import frozen
 
-from ckdb import encoding
 from ckdb._env import Txn, fsync_path
-from ckdb.codec import decode_frame, encode_frame
+from ckdb._open import open_tables
 from ckdb.errors import CkdbError, IntegrityError, InvalidInput
 from ckdb.keys import KEY_FILE_NAME
-from ckdb.layout import DB_SETTINGS, Codec, RecordType
-from ckdb.scrub import Finding, ScrubReport
-
-if TYPE_CHECKING:
-    from ckdb.store import Store
+from ckdb.reading import list_checkpoints, stats
+from ckdb.restore import check_path
+from ckdb.scrub import Finding, ScrubReport, scrub
+from ckdb.tables import Tables
 
 log = logging.getLogger("ckdb")
 
@@ -65,15 +63,16 @@ class BackupReport:
 
 
 def backup(
-    store: Store,
+    t: Tables,
     dest: str | os.PathLike[str],
     *,
     progress: Callable[[str], None] | None = None,
 ) -> BackupReport:
-    from ckdb.restore import check_path  # noqa: PLC0415
-
+    """A consistent, compacted, fsynced and verified copy at ``dest`` (which must not exist
+    or be empty), taken while writers keep working. It opens with the same master key."""
+    t.env.check()
     dest_path = Path(check_path(dest, "backup destination")).absolute()
-    if dest_path == store.path or store.path in dest_path.parents:
+    if dest_path == t.path or t.path in dest_path.parents:
         raise InvalidInput(f"the backup destination {dest_path} is inside the store itself")
     if dest_path.exists() and (not dest_path.is_dir() or any(dest_path.iterdir())):
         raise InvalidInput(
@@ -85,9 +84,9 @@ def backup(
     try:
         if progress:
             progress("copying")
-        store._env.copy_to(tmp, compact=True)
-        key_file = store.path / KEY_FILE_NAME
-        if store._key_source == "store" and key_file.exists():
+        t.env.copy_to(tmp, compact=True)
+        key_file = t.path / KEY_FILE_NAME
+        if t.key_source == "store" and key_file.exists():
             shutil.copyfile(key_file, tmp / KEY_FILE_NAME)
             os.chmod(tmp / KEY_FILE_NAME, 0o600)
         for name in os.listdir(tmp):
@@ -110,19 +109,32 @@ def backup(
             )
         if progress:
             progress("scrubbing the copy")
-        from ckdb.store import Store  # noqa: PLC0415 - store imports this module
-
         # Open the copy the way a user will: with the key file it carries, if it carries one.
         copied_key = tmp / KEY_FILE_NAME
         how: dict[str, Any] = (
-            {"key_file": copied_key} if copied_key.exists() else {"key": store._master}
+            {"key": None, "key_file": copied_key}
+            if copied_key.exists()
+            else {"key": t.master, "key_file": None}
         )
-        with Store(tmp, retention=None, **how) as copy:
+        copy = open_tables(
+            tmp,
+            readonly=False,
+            durability="sync",
+            create=False,
+            map_size=None,
+            encryption=None,
+            retention=None,
+            created_by=t.created_by,
+            **how,
+        )
+        try:
             # Checkpoints the store itself has marked corrupted are copied as they are (marked):
             # the copy is faithful. Any other finding means the copy is bad.
-            already = {i.id for i in copy.list() if i.status != "valid"}
-            report = copy.scrub(_notify=lambda _finding: None)
-            count = copy.stats()["checkpoints"]
+            already = {i.id for i in list_checkpoints(copy) if i.status != "valid"}
+            report = scrub(copy, notify=lambda _finding: None)
+            count = stats(copy)["checkpoints"]
+        finally:
+            copy.env.close()
         new_problems = [f for f in report.findings if f.checkpoint_id not in already]
         if new_problems:
             raise IntegrityError(
@@ -146,7 +158,8 @@ class Monitor:
 
     def __init__(
         self,
-        store: Store,
+        t: Tables,
+        notify: Callable[[Finding, Callable[[Finding], object] | None], None],
         interval: float,
         *,
         budget: timedelta | int | None,
@@ -165,7 +178,8 @@ class Monitor:
                 f"interval must be a positive number of seconds (at most "
                 f"{threading.TIMEOUT_MAX:.0f}), not {interval!r}"
             )
-        self.store = store
+        self.t = t
+        self._notify_all = notify
         self.interval = float(interval)
         self.budget = budget
         self.level = level
@@ -196,9 +210,9 @@ class Monitor:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self.active and not self.store.closed:
+        if self.active and not self.t.env.closed:
             with contextlib.suppress(CkdbError):
-                self.store._env.write(self._release)
+                self.t.env.write(self._release)
         self.active = False
 
     @property
@@ -208,20 +222,8 @@ class Monitor:
     # -- lease -----------------------------------------------------------------------------------
 
     def _lease_doc(self, txn: Txn) -> dict[str, Any] | None:
-        raw = txn.get(DB_SETTINGS, MONITOR_LEASE_KEY)
-        if raw is None:
-            return None
         try:
-            doc: dict[str, Any] = encoding.decode(
-                decode_frame(
-                    self.store._keys.mac,
-                    DB_SETTINGS,
-                    MONITOR_LEASE_KEY,
-                    raw,
-                    RecordType.SETTING,
-                    self.store._keys.aead,
-                )
-            )
+            doc: dict[str, Any] | None = self.t.settings.read(txn, MONITOR_LEASE_KEY, memo=False)
             return doc
         except CkdbError:
             return None  # a damaged lease is treated as free
@@ -231,32 +233,19 @@ class Monitor:
         doc = self._lease_doc(txn)
         if doc is not None and doc.get("owner") != self.owner and doc.get("expires", 0) > now:
             return False
-        body = encoding.encode(
-            {
-                "owner": self.owner,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "expires": now + self.lease_seconds,
-            }
-        )
-        keys = self.store._keys
-        frame = encode_frame(
-            keys.active_mac,
-            keys.active,
-            RecordType.SETTING,
-            DB_SETTINGS,
-            MONITOR_LEASE_KEY,
-            body,
-            Codec.NONE,
-            keys.active_aead,
-        )
-        txn.put(DB_SETTINGS, MONITOR_LEASE_KEY, frame)
+        doc = {
+            "owner": self.owner,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "expires": now + self.lease_seconds,
+        }
+        self.t.settings.put(txn, MONITOR_LEASE_KEY, doc)
         return True
 
     def _release(self, txn: Txn) -> None:
         doc = self._lease_doc(txn)
         if doc is not None and doc.get("owner") == self.owner:
-            txn.delete(DB_SETTINGS, MONITOR_LEASE_KEY)
+            self.t.settings.delete(txn, MONITOR_LEASE_KEY)
 
     # -- loop ------------------------------------------------------------------------------------
 
@@ -265,19 +254,20 @@ class Monitor:
         if key in self.reported:
             return
         self.reported.add(key)
-        self.store._notify_corruption(finding, extra=self.on_corruption)
+        self._notify_all(finding, self.on_corruption)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.active = self.store._env.write(self._acquire)
+                self.active = self.t.env.write(self._acquire)
                 if self.active:
-                    self.last_report = self.store.scrub(
+                    self.last_report = scrub(
+                        self.t,
                         level=self.level,
                         repair=self.repair,
                         backup=self.backup,
                         budget=self.budget,
-                        _notify=self._notify,
+                        notify=self._notify,
                     )
                     self.runs += 1
             except Exception as err:
@@ -285,9 +275,3 @@ class Monitor:
                 log.exception("ckdb monitor: scrub failed")
             if self._stop.wait(self.interval):
                 break
-
-
-def default_budget(budget: object) -> object:
-    if budget is None:
-        return timedelta(seconds=2)
-    return budget

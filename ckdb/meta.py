@@ -13,10 +13,7 @@ from typing import Any
 from attrs import field, frozen
 
 from ckdb import encoding
-from ckdb.errors import (
-    FormatError,
-    IntegrityError,
-)
+from ckdb.errors import FormatError, IntegrityError, InvalidInput
 from ckdb.layout import (
     FLAG_MARKED,
     FLAG_PINNED,
@@ -34,7 +31,7 @@ from ckdb.records import (
 
 METADATA_VERSION = 1
 
-_TYPE_NAMES = {
+TYPE_NAMES = {
     RecordType.COMPONENT: "component",
     RecordType.RESOURCES: "resources",
     RecordType.DEPENDENCIES: "dependencies",
@@ -43,24 +40,32 @@ _TYPE_NAMES = {
 }
 _DIGEST_PART = struct.Struct(">BH")
 _MISSING = object()
-_PAYLOAD_TYPE_VALUES = frozenset(int(t) for t in _TYPE_NAMES)
-_TYPE_NAME_OF = {int(t): name for t, name in _TYPE_NAMES.items()}
+_PAYLOAD_TYPE_VALUES = frozenset(int(t) for t in TYPE_NAMES)
+TYPE_NAME_OF = {int(t): name for t, name in TYPE_NAMES.items()}
 
 
-def _now_us() -> int:
+def now_us() -> int:
     return time.time_ns() // 1000
 
 
 MAX_TIME_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z: the last datetime Python has
 
 
-def _dt(us: int) -> datetime:
+def datetime_of(us: int) -> datetime:
     if not 0 <= us <= MAX_TIME_US:
         raise IntegrityError(f"timestamp {us} µs is out of range")
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
 
 
-def _integrity(cid: bytes, components: list[list[Any]]) -> bytes:
+def aware_us(value: datetime | None, what: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInput(f"{what} must be a timezone-aware datetime, not {value!r}")
+    return int(value.timestamp() * 1_000_000)
+
+
+def integrity_digest(cid: bytes, components: list[list[Any]]) -> bytes:
     """The checkpoint's digest over its component digests (the seed's ``integrity_hash``)."""
     h = hashlib.sha256(b"ckdb/v1/integrity")
     h.update(cid)
@@ -135,7 +140,7 @@ _RTYPES = {int(t): t for t in RecordType}
 
 
 @frozen
-class _Meta:
+class Meta:
     """A decoded, verified metadata frame."""
 
     cid: bytes
@@ -152,13 +157,13 @@ class _Meta:
     _infos: dict[tuple[int | str, str | None], Any] = field(factory=dict, eq=False, repr=False)
 
     @staticmethod
-    def parse_cached(cid: bytes, raw: bytes) -> _Meta:
+    def parse_cached(cid: bytes, raw: bytes) -> Meta:
         """``parse`` memoised on the exact (already tag-verified) bytes: listing the same
         checkpoints again skips decoding, never verification, which the caller did."""
         return _parse_cached(cid, raw)
 
     @classmethod
-    def parse(cls, cid: bytes, raw: bytes) -> _Meta:
+    def parse(cls, cid: bytes, raw: bytes) -> Meta:
         """Decode and type-check a metadata document: hostile fields are IntegrityErrors."""
         where = _LazyWhere(cid)
         try:
@@ -246,7 +251,7 @@ class _Meta:
         """Does the integrity digest match the component digests? (computed once per parse)"""
         ok = self._infos.get(("integrity", None))
         if ok is None:
-            ok = self._infos[("integrity", None)] = _integrity(self.cid, self.components) == (
+            ok = self._infos[("integrity", None)] = integrity_digest(self.cid, self.components) == (
                 self.integrity
             )
         return bool(ok)
@@ -265,7 +270,7 @@ class _Meta:
         for rtype, cname, raw_size, stored, digest in self.components:
             comps.append(
                 ComponentInfo(
-                    _TYPE_NAME_OF.get(rtype) or str(rtype), cname, raw_size, stored, digest.hex()
+                    TYPE_NAME_OF.get(rtype) or str(rtype), cname, raw_size, stored, digest.hex()
                 )
             )
             if rtype != _BUNDLE:
@@ -279,7 +284,7 @@ class _Meta:
             phase=self.phase,
             kind=self.kind,
             name=self.name,
-            created_at=_dt(self.created_us),
+            created_at=datetime_of(self.created_us),
             created_by=self.created_by,
             sequence=self.seq,
             parent_id=None if self.parent is None else id_to_text(self.parent),
@@ -293,5 +298,5 @@ class _Meta:
 
 
 @functools.lru_cache(maxsize=8192)
-def _parse_cached(cid: bytes, raw: bytes) -> _Meta:
-    return _Meta.parse(cid, raw)
+def _parse_cached(cid: bytes, raw: bytes) -> Meta:
+    return Meta.parse(cid, raw)

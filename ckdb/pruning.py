@@ -1,4 +1,5 @@
-"""Applying retention plans: bounded transactions of whole-checkpoint deletions.
+"""Retention: planning (``retention.plan``) and applying plans as bounded transactions of
+whole-checkpoint deletions; the per-workflow policy setting.
 
 Deleting one checkpoint is never split across transactions. A prune runs as a series of bounded
 transactions (``BATCH`` checkpoints each), each leaving a valid store; automatic retention inside
@@ -9,52 +10,49 @@ skipped. Registry entries are removed with one cursor pass over the victims' key
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 import attrs
 
+from ckdb._env import Txn
 from ckdb.capture import manifest_chunks
-from ckdb.chunks import release_refs
-from ckdb.errors import CheckpointNotFound, FormatError, IntegrityError
+from ckdb.errors import IntegrityError, InvalidInput
 from ckdb.layout import (
-    DB_CHECKPOINTS,
-    DB_MARKS,
-    DB_PAYLOADS,
     DB_REGISTRY,
     FLAG_FILES,
     FLAG_MARKED,
     FLAG_PINNED,
+    check_name,
     id_from_text,
     id_to_text,
     registry_key,
     split_registry_key,
 )
-from ckdb.retention import Entry
-
-if TYPE_CHECKING:
-    from ckdb._env import Txn
-    from ckdb.meta import _Meta
-    from ckdb.store import Store
+from ckdb.meta import now_us
+from ckdb.reading import workflows
+from ckdb.retention import Entry, RetentionPlan, RetentionPolicy, RetentionResult, resolve_policy
+from ckdb.retention import plan as plan_retention
+from ckdb.tables import Tables
 
 BATCH = 256  # checkpoints with a working-directory capture per transaction (they release refs)
 BATCH_PLAIN = 2048  # checkpoints without one: a few small deletes each
 AUTO_MAX = 16
 
 
-def registry_entries(store: Store, txn: Txn, wf_key: bytes) -> list[Entry]:
+def registry_entries(t: Tables, txn: Txn, wf_key: bytes) -> list[Entry]:
     """Planner input for one workflow, from the registry (plus the metadata of the few newest,
     to find the newest valid checkpoint the way ``latest`` does). Entries whose tag fails are left
     out: a damaged entry's pinned flag cannot be trusted, so it is never planned for deletion.
     Unmarked entries newer than the newest valid one failed verification: they are passed as
     marked, so the planner keeps the real resume point."""
-    keeper = _newest_valid(store, txn, wf_key)
+    keeper = _newest_valid(t, txn, wf_key)
     out = []
     keeper_seq: int | None = None
     for key, value in txn.prefix(DB_REGISTRY, wf_key):
         try:
-            cid, created_us, flags = store._registry_entry(key, value)
+            cid, created_us, flags = t.registry.entry(key, value)
         except IntegrityError:
             continue
         seq = split_registry_key(key)[1]
@@ -76,33 +74,13 @@ def registry_entries(store: Store, txn: Txn, wf_key: bytes) -> list[Entry]:
     return out
 
 
-def newest_valid(store: Store, txn: Txn, wf_key: bytes) -> tuple[_Meta, int] | None:
-    """THE definition of a workflow's newest valid checkpoint, used by ``Store.latest`` and by
-    retention (which must never delete it): the newest registry entry that is not marked, whose
-    tag verifies, and whose metadata verifies and names the same slot. -> (metadata, flags).
-    (Trusting the flags alone would let retention keep a rotten newest checkpoint and delete the
-    real resume point: found in review.)"""
-    for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-        try:
-            cid, _created, flags = store._registry_entry(key, value)
-            if flags & FLAG_MARKED:
-                continue
-            meta = store._read_meta(txn, cid)
-            if meta.seq != split_registry_key(key)[1]:
-                continue
-        except (IntegrityError, CheckpointNotFound, FormatError):
-            continue
-        return meta, flags
-    return None
-
-
-def _newest_valid(store: Store, txn: Txn, wf_key: bytes) -> bytes | None:
-    found = newest_valid(store, txn, wf_key)
+def _newest_valid(t: Tables, txn: Txn, wf_key: bytes) -> bytes | None:
+    found = t.newest_valid(txn, wf_key)
     return None if found is None else found[0].cid
 
 
 def delete_victims(
-    store: Store,
+    t: Tables,
     txn: Txn,
     wf_key: bytes,
     victims: Iterable[tuple[int, str] | tuple[int, str, bytes]],
@@ -113,7 +91,7 @@ def delete_victims(
     Returns (deleted ids, skipped ids). A victim whose manifest cannot be read is marked, not
     half-deleted (its chunk references could not be released).
     """
-    keep_cid = _newest_valid(store, txn, wf_key)
+    keep_cid = _newest_valid(t, txn, wf_key)
     doomed: dict[bytes, bytes] = {}  # registry key -> checkpoint id
     texts: dict[bytes, str] = {}
     marked: set[bytes] = set()
@@ -127,7 +105,7 @@ def delete_victims(
             skipped.append(text_id)
             continue
         try:
-            _c, created_us, flags = store._registry_entry(reg_key, value)
+            _c, created_us, flags = t.registry.entry(reg_key, value)
         except IntegrityError:
             skipped.append(text_id)
             continue
@@ -136,19 +114,15 @@ def delete_victims(
             continue
         if flags & FLAG_FILES:
             try:
-                manifest = store._read_manifest(txn, cid)
+                manifest = t.payloads.read_manifest(txn, cid)
             except IntegrityError:
                 manifest = None
             if manifest is None:
                 if not flags & FLAG_MARKED:
-                    txn.put(
-                        DB_REGISTRY,
-                        reg_key,
-                        store._registry_value(reg_key, cid, created_us, flags | FLAG_MARKED),
-                    )
+                    t.registry.put(txn, reg_key, cid, created_us, flags | FLAG_MARKED)
                 skipped.append(text_id)
                 continue
-            release_refs(txn, store._keys, manifest_chunks(manifest), now_us)
+            t.chunks.release_refs(txn, manifest_chunks(manifest), now_us)
         doomed[reg_key] = cid
         texts[cid] = text_id
         if flags & FLAG_MARKED:
@@ -156,14 +130,12 @@ def delete_victims(
     if not doomed:
         return [], skipped
     # Registry: one cursor pass from the first to the last victim, deleting victims only.
-    keys = sorted(doomed)
-    txn.delete_keys_in_range(DB_REGISTRY, keys[0], keys[-1] + b"\x00", set(keys))
+    t.registry.delete_many(txn, sorted(doomed))
     cids = sorted(doomed.values())
-    for cid in cids:
-        txn.delete(DB_CHECKPOINTS, cid)
-    txn.delete_prefixes(DB_PAYLOADS, cids)  # one cursor, in key order
+    t.checkpoints.delete_many(txn, cids)
+    t.payloads.delete_many(txn, cids)  # one cursor, in key order
     if marked:  # only marked checkpoints have marks records (mark() sets the flag)
-        txn.delete_prefixes(DB_MARKS, sorted(marked))
+        t.marks.delete_many(txn, sorted(marked))
     return [texts[c] for c in doomed.values()], skipped
 
 
@@ -182,3 +154,89 @@ def prune_batches(
             batch, cost = [], 0
     if batch:
         yield batch
+
+
+def victims_by_seq(txn: Txn, wf_key: bytes, ids: Sequence[str]) -> list[tuple[int, str]]:
+    """``(seq, id)`` of the registry entries of one workflow whose ids are in ``ids``."""
+    wanted = {id_from_text(i): i for i in ids}
+    out = []
+    for key, value in txn.prefix(DB_REGISTRY, wf_key):
+        text = wanted.get(bytes(value[:16]))
+        if text is not None:
+            out.append((split_registry_key(key)[1], text))
+    return out
+
+
+def prune(
+    t: Tables,
+    workflow_id: str | None = None,
+    policy: str | RetentionPolicy | None = None,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> RetentionResult:
+    """Apply retention. ``workflow_id=None``: every workflow; ``policy=None``: each
+    workflow's own. Runs as bounded transactions, each leaving a valid store."""
+    if workflow_id is not None:
+        check_name(workflow_id, "workflow_id")
+    override = None if policy is None else resolve_policy(policy)
+    if now is None:
+        now = datetime.now(UTC)
+    elif not isinstance(now, datetime) or now.tzinfo is None:
+        raise InvalidInput(f"now must be a timezone-aware datetime, not {now!r}")
+    names = [workflow_id] if workflow_id is not None else workflows(t)
+    plans: list[RetentionPlan] = []
+    deleted: list[str] = []
+    skipped: list[str] = []
+    # Plan every workflow first (from one snapshot each), then delete in transactions of at
+    # most BATCH checkpoints that may span workflows: 1,000 small workflows cost a few
+    # commits, not 1,000. Leases use the real clock, never the caller's ``now``.
+    work: list[tuple[bytes, int, str, bytes, bool]] = []
+    for name in names:
+        wf_key = t.keys.wf_key(name)
+        with t.env.read() as txn:
+            entries = registry_entries(t, txn, wf_key)
+            wf_policy = override or t.policy(txn, wf_key)
+        if wf_policy is None:
+            continue
+        planned = plan_retention(entries, wf_policy, now, workflow_id=name)
+        plans.append(planned)
+        by_id = {e.id: e for e in entries}
+        work.extend((wf_key, by_id[i].seq, i, by_id[i].cid, by_id[i].files) for i in planned.delete)
+    if not dry_run:
+        for batch in prune_batches(work):
+
+            def apply(txn: Txn, batch: list[tuple[bytes, int, str, bytes, bool]] = batch) -> Any:
+                done: list[str] = []
+                passed: list[str] = []
+                groups: dict[bytes, list[tuple[int, str, bytes]]] = {}
+                for wf_key, seq, text_id, cid, _files in batch:
+                    groups.setdefault(wf_key, []).append((seq, text_id, cid))
+                for wf_key, victims in groups.items():
+                    d, p = delete_victims(t, txn, wf_key, victims, now_us())
+                    done.extend(d)
+                    passed.extend(p)
+                return done, passed
+
+            done, passed = t.env.write(apply)
+            deleted.extend(done)
+            skipped.extend(passed)
+    return RetentionResult(
+        dry_run=dry_run, plans=tuple(plans), deleted=tuple(deleted), skipped=tuple(skipped)
+    )
+
+
+def set_retention(t: Tables, workflow_id: str, policy: str | RetentionPolicy | None) -> None:
+    """Set a workflow's own retention policy, kept in the store; None: no automatic
+    retention for it. An unknown policy name is an InvalidInput and changes nothing."""
+    check_name(workflow_id, "workflow_id")
+    resolved = None if policy is None else resolve_policy(policy)
+    key, frame = t.settings.policy_frame(t.keys.wf_key(workflow_id), resolved)
+    t.env.write(lambda txn: t.settings.put_raw(txn, key, frame))
+
+
+def get_retention(t: Tables, workflow_id: str) -> RetentionPolicy | None:
+    """The policy that applies to a workflow (its own, else the store's default)."""
+    check_name(workflow_id, "workflow_id")
+    with t.env.read() as txn:
+        return t.policy(txn, t.keys.wf_key(workflow_id))

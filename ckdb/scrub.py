@@ -27,22 +27,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
 from ckdb import encoding
 from ckdb._env import Env, Txn
 from ckdb.capture import manifest_chunks
-from ckdb.chunks import LEASE_PREFIX, decode_refs, encode_refs
 from ckdb.codec import decode_frame, decode_registry, parse_frame
 from ckdb.errors import CkdbError, IntegrityError, InvalidInput
-from ckdb.integrity import LEVELS, Payloads, check_chunk, validate
+from ckdb.integrity import LEVELS, check_chunk, validate
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_CHUNKS,
@@ -58,13 +57,15 @@ from ckdb.layout import (
     FLAG_PINNED,
     ID_SIZE,
     RecordType,
+    check_name,
     id_to_text,
     prefix_end,
     registry_key,
 )
-
-if TYPE_CHECKING:
-    from ckdb.store import Store
+from ckdb.lifecycle import mark
+from ckdb.meta import Meta, now_us
+from ckdb.tables import Tables
+from ckdb.tables.chunks import LEASE_PREFIX, content_id, decode_refs, encode_refs, leased_chunks
 
 log = logging.getLogger("ckdb")
 
@@ -129,7 +130,7 @@ class _Budget:
 class Scrubber:
     def __init__(
         self,
-        store: Store,
+        t: Tables,
         *,
         workflow_id: str | None,
         level: str,
@@ -142,11 +143,11 @@ class Scrubber:
         self.progress = progress
         if level not in LEVELS:
             raise InvalidInput(f"scrub level must be one of {LEVELS}, not {level!r}")
-        if repair and store.readonly:
+        if repair and t.readonly:
             raise InvalidInput("repair needs a store opened for writing")
-        self.store = store
-        self.env: Env = store._env
-        self.keys = store._keys
+        self.t = t
+        self.env: Env = t.env
+        self.keys = t.keys
         self.wf_key = None if workflow_id is None else self.keys.wf_key(workflow_id)
         self.level = level
         self.repair = repair
@@ -264,7 +265,7 @@ class Scrubber:
         return True
 
     def _save_cursor(self, cid: bytes | None) -> None:
-        if not self.budget.limited or self.wf_key is not None or self.store.readonly:
+        if not self.budget.limited or self.wf_key is not None or self.t.readonly:
             return
 
         def apply(txn: Txn) -> None:
@@ -282,14 +283,14 @@ class Scrubber:
                 return [], 0  # deleted meanwhile
             size = len(raw)
             level = "standard" if self.level == "comprehensive" else self.level
-            report = validate(self.store, txn, cid, level)
+            report = validate(self.t, txn, cid, level)
             problems = [p for p in report.findings if p != "checkpoint is marked corrupted"]
             if self.level == "comprehensive" and report.metadata_valid:
                 try:
-                    meta = self.store._read_meta(txn, cid)
+                    meta = self.t.checkpoints.read(txn, cid)
                 except IntegrityError as err:
                     return [*problems, str(err)], size
-                payloads = Payloads(self.store, txn, cid, meta.components)
+                payloads = self.t.payloads.reader(txn, cid, meta.components)
                 for index, comp in enumerate(meta.components):
                     size += comp[3]
                     if comp[0] in (RecordType.RESOURCES, RecordType.DEPENDENCIES):
@@ -298,14 +299,14 @@ class Scrubber:
                         except IntegrityError as err:
                             problems.append(str(err))
                 try:
-                    manifest = self.store._read_manifest(txn, cid)
+                    manifest = self.t.payloads.read_manifest(txn, cid)
                 except IntegrityError:
                     manifest = None  # reported by validate() above
                 if manifest is not None:
                     for chunk in sorted(manifest_chunks(manifest) - verified_chunks):
                         value = txn.get(DB_CHUNKS, chunk)
                         size += 0 if value is None else len(value)
-                        problem = check_chunk(self.store, txn, chunk)
+                        problem = check_chunk(self.t, txn, chunk)
                         if problem:
                             problems.append(problem)
                         else:
@@ -353,10 +354,10 @@ class Scrubber:
     def _registry_slot(self, txn: Txn, cid: bytes) -> tuple[bytes | None, int | None]:
         """(registry key, flags or None if its tag fails) for a checkpoint, by metadata or scan."""
         try:
-            meta = self.store._read_meta(txn, cid)
+            meta = self.t.checkpoints.read(txn, cid)
         except CkdbError:
             meta = None  # missing or damaged metadata: the registry is scanned instead
-        reg_key = self.store._registry_key_of(txn, cid, meta)
+        reg_key = self.t.registry.key_of(txn, cid, meta)
         if reg_key is None:
             return None, None
         value = txn.get(DB_REGISTRY, reg_key)
@@ -379,7 +380,7 @@ class Scrubber:
             txn.put(
                 DB_REGISTRY,
                 reg_key,
-                self.store._registry_value(reg_key, cid, created_us, flags & ~FLAG_MARKED),
+                self.t.registry.value(reg_key, cid, created_us, flags & ~FLAG_MARKED),
             )
             txn.delete_range(DB_MARKS, cid, prefix_end(cid))
             return True
@@ -388,17 +389,17 @@ class Scrubber:
         return changed
 
     def _mark(self, cid: bytes, reason: str) -> None:
-        if self.store.readonly:
+        if self.t.readonly:
             return
         with contextlib.suppress(CkdbError):
-            self.store.mark(id_to_text(cid), reason)
+            mark(self.t, id_to_text(cid), reason)
 
     def _delete_unless_pinned(self, cid: bytes, reason: str) -> bool:
         def apply(txn: Txn) -> bool:
             reg_key, flags = self._registry_slot(txn, cid)
             if flags is not None and flags & FLAG_PINNED:
                 return False
-            self.store._delete_in(txn, cid, reg_key)
+            self.t.delete_checkpoint(txn, cid, reg_key)
             return True
 
         deleted: bool = self.env.write(apply)
@@ -418,7 +419,7 @@ class Scrubber:
                 meta_raw = btxn.get(DB_CHECKPOINTS, cid)
                 if meta_raw is None:
                     return False
-                meta = self.store._parse_meta(
+                meta = Meta.parse(
                     cid,
                     decode_frame(
                         mac, DB_CHECKPOINTS, cid, meta_raw, RecordType.METADATA, self.keys.aead
@@ -436,7 +437,7 @@ class Scrubber:
                 for rtype_i, name, _raw, stored, _digest in meta.components:
                     if stored == 0:
                         continue  # inside the bundle frame, which is copied as its own entry
-                    key = self.store._keys.payload_key(cid, RecordType(rtype_i), name)
+                    key = self.keys.payload_key(cid, RecordType(rtype_i), name)
                     value = btxn.get(DB_PAYLOADS, key)
                     if value is None:
                         return False
@@ -454,8 +455,6 @@ class Scrubber:
                     data = decode_frame(
                         mac, DB_CHUNKS, chunk, value, RecordType.CHUNK, self.keys.aead
                     )
-                    from ckdb.chunks import content_id  # noqa: PLC0415
-
                     if content_id(self.keys, data) != chunk:
                         return False
                     records.append((DB_CHUNKS, chunk, bytes(value)))
@@ -478,7 +477,7 @@ class Scrubber:
                     if existing is not None:
                         try:
                             parse_frame(mac, DB_CHUNKS, key, existing)
-                            if check_chunk(self.store, txn, key) is None:
+                            if check_chunk(self.t, txn, key) is None:
                                 continue
                         except IntegrityError:
                             pass
@@ -487,9 +486,7 @@ class Scrubber:
                 txn.delete(DB_REGISTRY, current_key)
             flags = (current_flags if current_flags is not None else bflags) & ~FLAG_MARKED
             created_us = int.from_bytes(reg_value[16:24], "big")
-            txn.put(
-                DB_REGISTRY, reg_key, self.store._registry_value(reg_key, cid, created_us, flags)
-            )
+            txn.put(DB_REGISTRY, reg_key, self.t.registry.value(reg_key, cid, created_us, flags))
             txn.delete_range(DB_MARKS, cid, prefix_end(cid))
             return True
 
@@ -519,7 +516,7 @@ class Scrubber:
                     bad.append((key, "registry entry names a checkpoint that does not exist", rcid))
                     continue
                 try:
-                    meta = self.store._read_meta(txn, rcid)
+                    meta = self.t.checkpoints.read(txn, rcid)
                 except IntegrityError:
                     continue  # reported by pass A
                 if registry_key(self.keys.wf_key(meta.workflow_id), meta.seq) != key:
@@ -558,13 +555,13 @@ class Scrubber:
             meta = None
             if cid is not None and txn.get(DB_CHECKPOINTS, cid) is not None:
                 with contextlib.suppress(IntegrityError):
-                    meta = self.store._read_meta(txn, cid)
+                    meta = self.t.checkpoints.read(txn, cid)
             if meta is None or cid is None:
                 # No checkpoint behind it: the entry is dangling or unreadable. Remove it.
                 if key is not None:
                     txn.delete(DB_REGISTRY, key)
                 if cid is not None and txn.get(DB_CHECKPOINTS, cid) is not None:
-                    self.store._delete_in(txn, cid, None)
+                    self.t.delete_checkpoint(txn, cid, None)
                     return "deleted"
                 return "removed"
             # Intact metadata: rebuild the entry from it (the pinned flag is unknown: keep the
@@ -585,7 +582,7 @@ class Scrubber:
             txn.put(
                 DB_REGISTRY,
                 good_key,
-                self.store._registry_value(good_key, cid, meta.created_us, flags),
+                self.t.registry.value(good_key, cid, meta.created_us, flags),
             )
             return "rebuilt"
 
@@ -604,7 +601,7 @@ class Scrubber:
             for key, value in txn.range(DB_WORKFLOWS):
                 try:
                     doc = encoding.decode(
-                        self.store._unframe(DB_WORKFLOWS, bytes(key), value, RecordType.WORKFLOW)
+                        self.t.frames.unframe(DB_WORKFLOWS, bytes(key), value, RecordType.WORKFLOW)
                     )
                     if type(doc) is not dict or type(doc.get("id")) is not str:
                         raise IntegrityError("malformed workflow record")
@@ -670,22 +667,19 @@ class Scrubber:
         return [(k, w, p) for k, w, p, _fix in self._survey_and_fix(txn, fix=False)]
 
     def _survey_and_fix(self, txn: Txn, *, fix: bool = True) -> list[tuple[str, str, str, str]]:
-        from ckdb.chunks import leased_chunks  # noqa: PLC0415
-        from ckdb.meta import _now_us  # noqa: PLC0415
-
         out: list[tuple[str, str, str, str]] = []
         expected: Counter[bytes] = Counter()
         cids = {bytes(k) for k, _v in txn.range(DB_CHECKPOINTS)}
         for cid in cids:
             with contextlib.suppress(IntegrityError):
-                manifest = self.store._read_manifest(txn, cid)
+                manifest = self.t.payloads.read_manifest(txn, cid)
                 if manifest is not None:
                     expected.update(manifest_chunks(manifest))
         orphan_payloads = [
             bytes(k) for k, _v in txn.range(DB_PAYLOADS) if bytes(k[:16]) not in cids
         ]
         orphan_marks = [bytes(k) for k, _v in txn.range(DB_MARKS) if bytes(k[:16]) not in cids]
-        now = _now_us()
+        now = now_us()
         leased = leased_chunks(txn, self.keys, now)
         expired_leases = []
         for key, value in txn.range(DB_SETTINGS, LEASE_PREFIX, prefix_end(LEASE_PREFIX)):
@@ -745,5 +739,30 @@ class Scrubber:
         return out
 
 
-def scrub(store: Store, **kwargs: Any) -> ScrubReport:
-    return Scrubber(store, **kwargs).run()
+def scrub(
+    t: Tables,
+    *,
+    workflow_id: str | None = None,
+    level: str = "comprehensive",
+    repair: bool = False,
+    backup: str | os.PathLike[str] | None = None,
+    budget: object = None,
+    notify: Callable[[Finding], None],
+    progress: Callable[[int, int], None] | None = None,
+) -> ScrubReport:
+    """Verify the store (see the module docstring); ``backup``: a store to repair from."""
+    if workflow_id is not None:
+        check_name(workflow_id, "workflow_id")
+    if backup is not None and not (Path(os.fspath(backup)) / "data.mdb").exists():
+        raise InvalidInput(f"backup {os.fspath(backup)!r} is not a ckdb store")
+    scrubber = Scrubber(
+        t,
+        workflow_id=workflow_id,
+        level=level,
+        repair=repair,
+        backup=None if backup is None else os.fspath(backup),
+        budget=budget,
+        notify=notify,
+        progress=progress,
+    )
+    return scrubber.run()

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ckdb import codec, encoding, layout, store
+from ckdb import _open, codec, encoding, layout, meta
 from ckdb.errors import CkdbError, InvalidInput
 from ckdb.keys import Keyring, Mac
 
@@ -71,7 +71,7 @@ def retag(header_and_body: bytes, db: bytes = FRAME_DB, key: bytes = FRAME_KEY) 
     header = header_and_body[: layout.FRAME_HEADER.size]
     body = header_and_body[layout.FRAME_HEADER.size :]
     # An unknown key id is refused before the tag is looked at: any tag will do for it.
-    return header_and_body + codec._tag(RING.active_mac, header, db, key, body)
+    return header_and_body + codec.tag(RING.active_mac, header, db, key, body)
 
 
 def seal_keyring(body: bytes) -> bytes:
@@ -220,7 +220,7 @@ def _has_nan_key(value: object) -> bool:
 
 def format_record(data: bytes) -> None:
     try:
-        uuid = store.check_format(data)
+        uuid = _open.check_format(data)
     except CkdbError:
         return
     assert len(uuid) == 16
@@ -229,13 +229,13 @@ def format_record(data: bytes) -> None:
 def metadata(data: bytes) -> None:
     """A metadata frame's (already verified) body for checkpoint CID, and rendering it."""
     try:
-        meta = store._Meta.parse(CID, data)
+        parsed = meta.Meta.parse(CID, data)
     except CkdbError:
         return
-    assert meta.cid == CID
+    assert parsed.cid == CID
     # What list() does with every parsed metadata record.
     with contextlib.suppress(CkdbError):
-        meta.info(0)
+        parsed.info(0)
 
 
 def keyring_unwrap(data: bytes) -> None:
@@ -271,8 +271,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 
 #: Exception classes of bugs already reported, per target (swallowed only with IGNORE_KNOWN).
 KNOWN: dict[str, tuple[type[BaseException], ...]] = {
-    # _Meta.parse: int(inf) -> OverflowError, bytes(huge int) -> MemoryError/OverflowError;
-    # _Meta.info: RecordType(99) -> ValueError, c[1] on a short component -> IndexError, ...
+    # Meta.parse: int(inf) -> OverflowError, bytes(huge int) -> MemoryError/OverflowError;
+    # Meta.info: RecordType(99) -> ValueError, c[1] on a short component -> IndexError, ...
     "metadata": (OverflowError, MemoryError, ValueError, IndexError, TypeError, KeyError),
     # Keyring.unwrap: doc["keys"].items() on a non-dict -> AttributeError; int(inf) ->
     # OverflowError; bytes(huge int) -> MemoryError

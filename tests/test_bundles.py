@@ -14,7 +14,7 @@ from ckdb import encoding
 from ckdb._env import Txn
 from ckdb.errors import IntegrityError
 from ckdb.layout import BUNDLE_MAX, DB_PAYLOADS, Codec, RecordType, id_from_text
-from ckdb.meta import METADATA_VERSION, _integrity, _Meta
+from ckdb.meta import METADATA_VERSION, Meta, integrity_digest
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_a_validly_tagged_bundle_that_disagrees_with_the_digests_is_rejected(
     cid = store.create("wf", "p", state={"a": 1, "b": 2}).id
     key = store._payload_address(cid, RecordType.COMPONENT, "a")
     swapped = encoding.encode(2) + encoding.encode(1)
-    frame = store._frame(RecordType.BUNDLE, DB_PAYLOADS, key, swapped, Codec.NONE)
+    frame = store.tables.frames.frame(RecordType.BUNDLE, DB_PAYLOADS, key, swapped, Codec.NONE)
     store._env.write(lambda txn: txn.put(DB_PAYLOADS, key, frame))
     with pytest.raises(IntegrityError, match="digest mismatch"):
         store.load(cid)
@@ -105,7 +105,7 @@ def _doc(components: list[list[Any]]) -> bytes:
             "seq": 1,
             "parent": None,
             "components": components,
-            "integrity": _integrity(cid, components),
+            "integrity": integrity_digest(cid, components),
         }
     )
 
@@ -133,12 +133,12 @@ def test_metadata_with_a_malformed_bundle_is_an_integrity_error(
     components: list[list[Any]],
 ) -> None:
     with pytest.raises(IntegrityError):
-        _Meta.parse(id_from_text("01JD0000000000000000000000"), _doc(components))
+        Meta.parse(id_from_text("01JD0000000000000000000000"), _doc(components))
 
 
 def test_a_well_formed_bundle_parses() -> None:
     comps = [[B, "", 3, 60, D], [C, "a", 1, 0, D], [C, "big", 9, 70, D], [C, "b", 2, 0, D]]
-    meta = _Meta.parse(id_from_text("01JD0000000000000000000000"), _doc(comps))
+    meta = Meta.parse(id_from_text("01JD0000000000000000000000"), _doc(comps))
     assert meta.components == comps
 
 

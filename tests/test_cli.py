@@ -344,11 +344,11 @@ def test_parse_budget(text: str, value: object) -> None:
 
 
 def test_progress_display_runs_with_rich(capsys: pytest.CaptureFixture[str]) -> None:
-    with cli._Progress(True, "capturing", 100) as bar:
+    with cli.Progress(True, "capturing", 100) as bar:
         assert bar.bytes_callback is not None and bar.stage_callback is not None
         bar.bytes(50, 3)
         bar.stage("copying")
-    off = cli._Progress(False, "x")
+    off = cli.Progress(False, "x")
     assert off.bytes_callback is None and off.stage_callback is None
 
 

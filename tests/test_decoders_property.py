@@ -21,7 +21,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from ckdb import codec, encoding, layout, store
+from ckdb import _open, codec, encoding, layout, meta
 from ckdb.errors import (
     CheckpointNotFound,
     CkdbError,
@@ -240,7 +240,7 @@ _HUGE_RAW_LEN = textwrap.dedent(
     for codec_id in (layout.Codec.ZSTD, layout.Codec.LZ4):
         header = layout.FRAME_HEADER.pack(b"CKF", 1, 2, codec_id, 1, 1 << 36)
         body = b"\\x28\\xb5\\x2f\\xfd" + bytes(20)
-        value = header + body + codec._tag(ring.active_mac, header, b"payloads", b"k", body)
+        value = header + body + codec.tag(ring.active_mac, header, b"payloads", b"k", body)
         try:
             codec.decode_frame(ring.mac, b"payloads", b"k", value)
         except IntegrityError:
@@ -376,10 +376,10 @@ def test_check_format(magic: bytes, version: int, incompat: int, compat: int, uu
     record = layout.FORMAT.pack(magic, version, incompat, compat, uuid, 0)
     ok = magic == layout.STORE_MAGIC and version == layout.FORMAT_VERSION and not incompat & ~layout.INCOMPAT_KNOWN
     if ok:
-        assert store.check_format(record) == uuid
+        assert _open.check_format(record) == uuid
     else:
         with pytest.raises(FormatError):
-            store.check_format(record)
+            _open.check_format(record)
 
 
 def _meta_doc() -> dict[str, Any]:
@@ -401,11 +401,11 @@ def _meta_doc() -> dict[str, Any]:
 
 
 def test_metadata_valid_doc_parses() -> None:
-    meta = store._Meta.parse(T.CID, encoding.encode(_meta_doc()))
-    assert meta.workflow_id == "wf"
-    assert meta.info(0).components[0].name == "task"
+    parsed = meta.Meta.parse(T.CID, encoding.encode(_meta_doc()))
+    assert parsed.workflow_id == "wf"
+    assert parsed.info(0).components[0].name == "task"
     with pytest.raises(IntegrityError):
-        store._Meta.parse(bytes(16), encoding.encode(_meta_doc()))
+        meta.Meta.parse(bytes(16), encoding.encode(_meta_doc()))
 
 
 @given(field=st.sampled_from(sorted(_meta_doc())), value=fields, drop=st.booleans())

@@ -106,7 +106,7 @@ def test_interrupted_retag_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(keyrotation, "RETAG_BATCH", 7)
     with ckdb.open(path, key=old, retention=None) as store:
         states = fill(store, tmp_path / "w", 10)
-        keyrotation.rotate(store, new, True)  # step 1 only: as if killed right after it
+        keyrotation.rotate(store.tables, new, True)  # step 1 only: as if killed right after it
         partial = store.retag(max_batches=2)
         assert not partial.complete and partial.retagged == 14
         # Mixed key ids: everything still verifies meanwhile, and new writes work.

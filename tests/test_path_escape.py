@@ -30,7 +30,7 @@ from ckdb.layout import (
     id_from_text,
     payload_key,
 )
-from ckdb.store import _integrity
+from ckdb.meta import integrity_digest
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -75,7 +75,7 @@ class World:
         with ckdb.open(self.store_path) as s:
             self.cid = s.create("wf", "p", files=self.src).id
             with s._env.read() as txn:
-                manifest = s._read_manifest(txn, id_from_text(self.cid))
+                manifest = s.tables.payloads.read_manifest(txn, id_from_text(self.cid))
         assert manifest is not None
         self.manifest: dict[str, Any] = manifest
         self.payload_row = next(e for e in self.manifest["entries"] if e[E_PATH] == "payload.txt")
@@ -121,7 +121,7 @@ class World:
             for comp in meta["components"]:
                 if comp[0] == RecordType.MANIFEST:
                     comp[2], comp[3], comp[4] = len(raw), len(frame), hashlib.sha256(raw).digest()
-            meta["integrity"] = _integrity(cid, meta["components"])
+            meta["integrity"] = integrity_digest(cid, meta["components"])
             meta_frame = encode_frame(
                 s._keys.active_mac, s._keys.active, RecordType.METADATA, DB_CHECKPOINTS, cid,
                 encoding.encode(meta), Codec.NONE,

@@ -39,9 +39,9 @@ from lmdb import verify as lmdb_verify
 import ckdb
 from ckdb import pruning
 from ckdb.capture import E_CHUNKS
-from ckdb.chunks import decode_refs
 from ckdb.layout import DB_CHUNKS, DB_PAYLOADS, DB_REFS, id_from_text
 from ckdb.retention import RetentionPolicy
+from ckdb.tables.chunks import decode_refs
 
 pytestmark = pytest.mark.crash
 
@@ -91,7 +91,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
             raw_id = id_from_text(cid)
             with s._env.read() as txn:
                 frames[cid] = sum(1 for _ in txn.prefix(DB_PAYLOADS, raw_id))
-            _ck, manifest = s._load(raw_id)
+            _ck, manifest = ckdb.reading.load(s.tables, raw_id)
             entries = manifest["entries"] if manifest else []
             chunks[cid] = {bytes(c) for e in entries if e[E_CHUNKS] for c in e[E_CHUNKS]}
         st = s.stats()

@@ -31,7 +31,6 @@ import ckdb
 import ckdb._create
 import ckdb.store
 from ckdb import pruning
-from ckdb.chunks import decode_refs
 from ckdb.layout import DB_CHUNKS, DB_PAYLOADS, DB_REFS, RecordType, id_from_text, payload_key
 from ckdb.retention import (
     PRESETS,
@@ -41,6 +40,7 @@ from ckdb.retention import (
     plan,
     resolve_policy,
 )
+from ckdb.tables.chunks import decode_refs
 
 BASE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -444,7 +444,7 @@ def test_same_millisecond_automatic_checkpoints_are_counted(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frozen = int(BASE.timestamp() * 1_000_000)
-    monkeypatch.setattr(ckdb._create, "_now_us", lambda: frozen)  # create takes its clock there
+    monkeypatch.setattr(ckdb._create, "now_us", lambda: frozen)  # create takes its clock there
     with ckdb.open(store_path) as s:
         created = fill(s, "wf", 15)
         assert {c.created_at for c in s.list("wf")} == {BASE}
@@ -686,7 +686,7 @@ def test_prune_runs_in_bounded_transactions(
         calls.append(len(victims))
         return real_delete(store, txn, wf_key, victims, now_us)
 
-    monkeypatch.setattr(ckdb.store, "delete_victims", counting)
+    monkeypatch.setattr(pruning, "delete_victims", counting)
     writes = 0
     real_write = fast_store._env.write
 
@@ -711,14 +711,14 @@ def test_victim_pinned_after_planning_is_skipped(
     store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     created = fill(store, "wf", 8)
-    real_plan = ckdb.store.plan_retention
+    real_plan = pruning.plan_retention
 
     def plan_then_pin(*args: Any, **kwargs: Any) -> Any:
         planned = real_plan(*args, **kwargs)
         store.pin(created[0])  # another thread pins a victim between planning and deleting
         return planned
 
-    monkeypatch.setattr(ckdb.store, "plan_retention", plan_then_pin)
+    monkeypatch.setattr(pruning, "plan_retention", plan_then_pin)
     result = store.prune("wf", RetentionPolicy(max_checkpoints=2))
     assert created[0] in result.planned
     assert created[0] in result.skipped and created[0] not in result.deleted
@@ -729,14 +729,14 @@ def test_victim_deleted_after_planning_is_skipped(
     store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     created = fill(store, "wf", 5)
-    real_plan = ckdb.store.plan_retention
+    real_plan = pruning.plan_retention
 
     def plan_then_delete(*args: Any, **kwargs: Any) -> Any:
         planned = real_plan(*args, **kwargs)
         store.delete(created[0])
         return planned
 
-    monkeypatch.setattr(ckdb.store, "plan_retention", plan_then_delete)
+    monkeypatch.setattr(pruning, "plan_retention", plan_then_delete)
     result = store.prune("wf", RetentionPolicy(max_checkpoints=2))
     assert created[0] in result.skipped
     assert ids_of(store, "wf") == created[-2:]
@@ -748,14 +748,14 @@ def test_newest_marked_after_planning_is_not_deleted(
     """Planned with the newest valid, then the newest is marked: the one that is now the newest
     valid checkpoint must survive even though the plan had it as a victim."""
     created = fill(store, "wf", 4)
-    real_plan = ckdb.store.plan_retention
+    real_plan = pruning.plan_retention
 
     def plan_then_mark(*args: Any, **kwargs: Any) -> Any:
         planned = real_plan(*args, **kwargs)
         store.mark(created[-1], "test: damaged meanwhile")
         return planned
 
-    monkeypatch.setattr(ckdb.store, "plan_retention", plan_then_mark)
+    monkeypatch.setattr(pruning, "plan_retention", plan_then_mark)
     result = store.prune("wf", RetentionPolicy(max_checkpoints=1))
     assert created[-2] in result.skipped
     assert ids_of(store, "wf") == created[-2:]
@@ -830,7 +830,7 @@ def chunk_accounting(store_path: Path, manifests: dict[str, list[Any]]) -> None:
 def manifests_of(store: ckdb.Store) -> dict[str, list[Any]]:
     out = {}
     for info in store.list():
-        _ck, manifest = store._load(id_from_text(info.id))
+        _ck, manifest = ckdb.reading.load(store.tables, id_from_text(info.id))
         out[info.id] = list(manifest["entries"]) if manifest else []
     return out
 
@@ -947,7 +947,7 @@ def test_victim_with_unreadable_manifest_is_marked_not_half_deleted(
 
 
 def manifests_of_one(store: ckdb.Store, cid: str) -> list[Any]:
-    _ck, manifest = store._load(id_from_text(cid))
+    _ck, manifest = ckdb.reading.load(store.tables, id_from_text(cid))
     assert manifest is not None
     return list(manifest["entries"])
 

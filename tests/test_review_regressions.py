@@ -182,7 +182,7 @@ def test_damaged_retention_victim_does_not_block_automatic_creates(tmp_path: Pat
         (work / "a").write_bytes(os.urandom(5000))  # later checkpoints: other content
         for i in range(1, 3):
             s.create("wf", "p", state={"i": i}, files=work)
-        manifest = s._load(id_from_text(first))[1]
+        manifest = ckdb.reading.load(s.tables, id_from_text(first))[1]
         chunk = next(iter(manifest_chunks(manifest)))
         s._env.write(lambda t: t.put(DB_REFS, chunk, flip_byte(t.get(DB_REFS, chunk), 3)))
         # Keeping 3, each automatic create now plans the oldest (the damaged one) for deletion.
@@ -463,7 +463,7 @@ def test_scrub_reports_integration_frames_with_damaged_magic(store: ckdb.Store) 
     """Scrub skipped integration values whose first bytes no longer read as a frame, so damage
     there was invisible to scrub, the monitor and backup verification. Found in review."""
     store._env.ensure_db(b"lg_test")
-    frame = store._frame(ckdb.layout.RecordType.INTEGRATION, b"lg_test", b"k", b"payload",
+    frame = store.tables.frames.frame(ckdb.layout.RecordType.INTEGRATION, b"lg_test", b"k", b"payload",
                          ckdb.layout.Codec.NONE)
     store._env.write(lambda txn: txn.put(b"lg_test", b"k", frame))
     assert store.scrub().ok

@@ -30,7 +30,6 @@ import pytest
 
 import ckdb
 from ckdb.capture import manifest_chunks
-from ckdb.chunks import encode_refs, put_lease
 from ckdb.errors import CkdbError, IntegrityError
 from ckdb.layout import (
     DB_CHECKPOINTS,
@@ -46,6 +45,7 @@ from ckdb.layout import (
     registry_key,
 )
 from ckdb.scrub import Finding
+from ckdb.tables.chunks import encode_refs, put_lease
 
 # The sub-databases whose every record must come back byte-identical after a repair from backup.
 DATA_DBS = (DB_CHECKPOINTS, DB_PAYLOADS, DB_CHUNKS, DB_REGISTRY, DB_REFS, DB_MARKS)
@@ -159,12 +159,12 @@ class Pristine:
             self.chunks: dict[str, set[bytes]] = {}
             with store._env.read() as txn:
                 for cid in self.ids:
-                    manifest = store._read_manifest(txn, id_from_text(cid))
+                    manifest = store.tables.payloads.read_manifest(txn, id_from_text(cid))
                     assert manifest is not None
                     self.chunks[cid] = set(manifest_chunks(manifest))
                 self.reg_keys = {}
                 for cid in self.ids:
-                    meta = store._read_meta(txn, id_from_text(cid))
+                    meta = store.tables.checkpoints.read(txn, id_from_text(cid))
                     self.reg_keys[cid] = registry_key(
                         store._keys.wf_key(meta.workflow_id), meta.seq
                     )
@@ -508,7 +508,7 @@ def test_orphans_and_expired_leases_are_found_and_removed(ps: Pristine) -> None:
             payload_key(id_from_text(ps.ids[0]), RecordType.BUNDLE, "")
         ]
         some_chunk = ps.raw[DB_CHUNKS][ps.unique_chunk(ps.ids[0])]
-        now = ckdb.store._now_us()
+        now = ckdb.meta.now_us()
 
         def plant(txn: Any) -> None:
             txn.put(DB_PAYLOADS, orphan_payload, some_payload)

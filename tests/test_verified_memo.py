@@ -1,4 +1,4 @@
-"""The verified-bytes memo (ckdb/_verified.py) must never turn damage into data.
+"""The verified-bytes memo (ckdb/tables/verified.py) must never turn damage into data.
 
 Repeated reads of a small value compare its bytes with bytes that verified at the same address
 instead of recomputing the tag. These tests warm the memo with reads, then damage the stored
@@ -15,7 +15,6 @@ import pytest
 
 import ckdb
 from ckdb._env import Txn
-from ckdb._verified import MAX_BYTES, MAX_VALUE, Verified
 from ckdb.errors import IntegrityError
 from ckdb.layout import (
     DB_CHECKPOINTS,
@@ -26,6 +25,7 @@ from ckdb.layout import (
     registry_key,
     workflow_key,
 )
+from ckdb.tables.verified import MAX_BYTES, MAX_VALUE, Verified
 
 WF = "wf"
 

@@ -1,4 +1,4 @@
-"""Key layout of the LangGraph saver's sub-databases. Pure: bytes in, bytes out, no I/O.
+"""Key layout of the LangGraph saver's sub-databases and its checkpoint envelope. Pure: no I/O.
 
 ``docs/langgraph.md`` has the byte tables. Every variable-length name is a *part*:
 ``u16 big-endian length ‖ bytes``, where the bytes are the UTF-8 text, or, in an encrypted store,
@@ -18,10 +18,17 @@ sub-database       key                                                    value 
 
 from __future__ import annotations
 
+import builtins
 import struct
 from collections.abc import Callable
+from typing import Any
 
-from ckdb.errors import FormatError, InvalidInput
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from ckdb import encoding
+from ckdb.errors import FormatError, IntegrityError, InvalidInput
 
 DB_CHECKPOINTS = b"lg_checkpoints"
 DB_BLOBS = b"lg_blobs"
@@ -146,3 +153,72 @@ def version_text(version: object) -> str:
     if isinstance(version, str):
         return f"s{version}"
     raise InvalidInput(f"a channel version must be int, float or str, not {version!r}")
+
+
+# --- the checkpoint envelope and the serializer rules ---------------------------------------
+
+ENVELOPE_VERSION = 1
+
+
+def is_pickle(type_tag: str) -> bool:
+    # EncryptedSerializer tags are "<inner>+<cipher>"
+    return type_tag.split("+", 1)[0] == "pickle"
+
+
+def check_serde(serde: SerializerProtocol) -> None:
+    inner = serde.serde if isinstance(serde, EncryptedSerializer) else serde
+    if isinstance(inner, JsonPlusSerializer) and inner.pickle_fallback:
+        raise InvalidInput(
+            "the serializer has pickle_fallback=True; ckdb never stores pickle "
+            "(use JsonPlusSerializer(pickle_fallback=False))"
+        )
+
+
+class Envelope:
+    """A decoded checkpoint envelope."""
+
+    __slots__ = ("blobs", "ck", "created_us", "doc", "id", "md", "ns", "parent", "run_id", "thread")
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.thread: str = doc["thread_id"]
+        self.ns: str = doc["ns"]
+        self.id: str = doc["id"]
+        self.parent: str | None = doc["parent"]
+        self.ck: tuple[str, bytes] = (doc["ck"][0], doc["ck"][1])
+        self.md: tuple[str, bytes] = (doc["md"][0], doc["md"][1])
+        self.run_id: str | None = doc["run_id"]
+        self.created_us: int = doc["created_us"]
+        self.blobs: builtins.list[tuple[str, str]] = [(c, v) for c, v in doc["blobs"]]
+
+    @classmethod
+    def parse(cls, raw: bytes, where: str) -> Envelope:
+        try:
+            doc = encoding.decode(raw)
+            ok = (
+                type(doc) is dict
+                and doc.get("v") == ENVELOPE_VERSION
+                and type(doc.get("thread_id")) is str
+                and type(doc.get("ns")) is str
+                and type(doc.get("id")) is str
+                and type(doc.get("parent")) in (str, type(None))
+                and type(doc.get("run_id")) in (str, type(None))
+                and type(doc.get("created_us")) is int
+                and all(pair(doc.get(k), bytes) for k in ("ck", "md"))
+                and type(doc.get("blobs")) is list
+                and all(pair(b, str) for b in doc["blobs"])
+            )
+        except FormatError as err:
+            raise IntegrityError(f"{where}: malformed checkpoint envelope: {err}") from None
+        if not ok:
+            raise IntegrityError(f"{where}: malformed checkpoint envelope")
+        return cls(doc)
+
+
+def pair(value: object, second: type) -> bool:
+    return (
+        type(value) is list
+        and len(value) == 2
+        and type(value[0]) is str
+        and type(value[1]) is second
+    )

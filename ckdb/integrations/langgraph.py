@@ -35,8 +35,7 @@ import functools
 import logging
 import os
 import random
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -44,7 +43,6 @@ import attrs
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
-    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -55,12 +53,12 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ckdb import encoding
 from ckdb._env import Txn
 from ckdb.errors import CkdbError, FormatError, IntegrityError, InvalidInput
+from ckdb.integrations._langgraph_async import AsyncTwins
 from ckdb.integrations._langgraph_layout import (
     ALL_DBS,
     DB_BLOBS,
@@ -68,12 +66,17 @@ from ckdb.integrations._langgraph_layout import (
     DB_RUNS,
     DB_SETTINGS,
     DB_WRITES,
+    ENVELOPE_VERSION,
+    Envelope,
     Layout,
+    check_serde,
+    is_pickle,
     read_part,
     split_checkpoint_key,
     version_text,
 )
 from ckdb.layout import Codec, RecordType, prefix_end
+from ckdb.meta import now_us
 from ckdb.retention import (
     Entry,
     RetentionPlan,
@@ -92,79 +95,10 @@ _log = logging.getLogger("ckdb.integrations.langgraph")
 #: Record type of every frame this saver writes. The sub-database name and the key are bound into
 #: each frame's tag, so a frame cannot be replayed into another role even though they share it.
 RTYPE = RecordType.INTEGRATION
-ENVELOPE_VERSION = 1
 STRATEGIES = ("keep_latest", "delete")
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _is_pickle(type_tag: str) -> bool:
-    # EncryptedSerializer tags are "<inner>+<cipher>"
-    return type_tag.split("+", 1)[0] == "pickle"
-
-
-def _check_serde(serde: SerializerProtocol) -> None:
-    inner = serde.serde if isinstance(serde, EncryptedSerializer) else serde
-    if isinstance(inner, JsonPlusSerializer) and inner.pickle_fallback:
-        raise InvalidInput(
-            "the serializer has pickle_fallback=True; ckdb never stores pickle "
-            "(use JsonPlusSerializer(pickle_fallback=False))"
-        )
-
-
-class _Envelope:
-    """A decoded checkpoint envelope."""
-
-    __slots__ = ("blobs", "ck", "created_us", "doc", "id", "md", "ns", "parent", "run_id", "thread")
-
-    def __init__(self, doc: dict[str, Any]) -> None:
-        self.doc = doc
-        self.thread: str = doc["thread_id"]
-        self.ns: str = doc["ns"]
-        self.id: str = doc["id"]
-        self.parent: str | None = doc["parent"]
-        self.ck: tuple[str, bytes] = (doc["ck"][0], doc["ck"][1])
-        self.md: tuple[str, bytes] = (doc["md"][0], doc["md"][1])
-        self.run_id: str | None = doc["run_id"]
-        self.created_us: int = doc["created_us"]
-        self.blobs: builtins.list[tuple[str, str]] = [(c, v) for c, v in doc["blobs"]]
-
-    @classmethod
-    def parse(cls, raw: bytes, where: str) -> _Envelope:
-        try:
-            doc = encoding.decode(raw)
-            ok = (
-                type(doc) is dict
-                and doc.get("v") == ENVELOPE_VERSION
-                and type(doc.get("thread_id")) is str
-                and type(doc.get("ns")) is str
-                and type(doc.get("id")) is str
-                and type(doc.get("parent")) in (str, type(None))
-                and type(doc.get("run_id")) in (str, type(None))
-                and type(doc.get("created_us")) is int
-                and all(_pair(doc.get(k), bytes) for k in ("ck", "md"))
-                and type(doc.get("blobs")) is list
-                and all(_pair(b, str) for b in doc["blobs"])
-            )
-        except FormatError as err:
-            raise IntegrityError(f"{where}: malformed checkpoint envelope: {err}") from None
-        if not ok:
-            raise IntegrityError(f"{where}: malformed checkpoint envelope")
-        return cls(doc)
-
-
-def _pair(value: object, second: type) -> bool:
-    return (
-        type(value) is list
-        and len(value) == 2
-        and type(value[0]) is str
-        and type(value[1]) is second
-    )
-
-
-class CkdbSaver(BaseCheckpointSaver[str]):
+class CkdbSaver(AsyncTwins):
     """A LangGraph checkpointer storing threads in a ckdb :class:`~ckdb.store.Store`.
 
     ``store`` stays the caller's (close it yourself), except with :meth:`from_path`.
@@ -182,14 +116,15 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         retention: str | RetentionPolicy | None = None,
     ) -> None:
         super().__init__(serde=serde or JsonPlusSerializer(pickle_fallback=False))
-        _check_serde(self.serde)
+        check_serde(self.serde)
         self.store = store
         self._retention = None if retention is None else resolve_policy(retention)
         # Encrypted store: names in keys are the store's keyed name digests (looked up through
         # the store each time, so a reloaded keyring is used).
-        digest = None if store._keys.cipher is None else (lambda t: store._keys.wf_key(t)[1:])
+        tables = store.tables
+        digest = None if tables.keys.cipher is None else (lambda t: tables.keys.wf_key(t)[1:])
         self._layout = Layout(digest)
-        self._env = store._env
+        self._env = tables.env
         for name in ALL_DBS:
             self._env.ensure_db(name)
         self._owns_store = False
@@ -224,25 +159,25 @@ class CkdbSaver(BaseCheckpointSaver[str]):
     # -- frames and serde ------------------------------------------------------------------------
 
     def _frame(self, db: bytes, key: bytes, raw: bytes) -> bytes:
-        return self.store._frame(RTYPE, db, key, raw, Codec.ZSTD)
+        return self.store.tables.frames.frame(RTYPE, db, key, raw, Codec.ZSTD)
 
     def _unframe(self, db: bytes, key: bytes, value: bytes) -> bytes:
-        return self.store._unframe(db, key, value, RTYPE)
+        return self.store.tables.frames.unframe(db, key, value, RTYPE)
 
     def _dumps(self, obj: Any) -> tuple[str, bytes]:
         type_, data = self.serde.dumps_typed(obj)
-        if _is_pickle(type_):
+        if is_pickle(type_):
             raise InvalidInput("the serializer produced pickle; ckdb never stores pickle")
         return str(type_), bytes(data)
 
     def _loads(self, typed: tuple[str, bytes]) -> Any:
-        if _is_pickle(typed[0]):
+        if is_pickle(typed[0]):
             raise IntegrityError("refusing to load a pickle value (ckdb never stores pickle)")
         return self.serde.loads_typed(typed)
 
-    def _envelope(self, key: bytes, value: bytes) -> _Envelope:
+    def _envelope(self, key: bytes, value: bytes) -> Envelope:
         raw = self._unframe(DB_CHECKPOINTS, key, value)
-        return _Envelope.parse(raw, f"lg_checkpoints/{key.hex()}")
+        return Envelope.parse(raw, f"lg_checkpoints/{key.hex()}")
 
     # -- config helpers --------------------------------------------------------------------------
 
@@ -293,7 +228,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         md = get_checkpoint_metadata(config, metadata)
         run_id = md.get("run_id")
         run_text = None if run_id is None else str(run_id)
-        created_us = _now_us()
+        created_us = now_us()
         doc = {
             "v": ENVELOPE_VERSION,
             "thread_id": thread_id,
@@ -366,7 +301,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
 
     def _read_tuple(
         self, txn: Txn, key: bytes, value: bytes
-    ) -> tuple[_Envelope, builtins.list[tuple[bytes, bytes]], builtins.list[tuple[bytes, bytes]]]:
+    ) -> tuple[Envelope, builtins.list[tuple[bytes, bytes]], builtins.list[tuple[bytes, bytes]]]:
         """Inside a read txn: the envelope plus the raw blob and write rows it needs."""
         env = self._envelope(key, value)
         _thread, ns_prefix, cid = split_checkpoint_key(key)
@@ -384,7 +319,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
 
     def _build_tuple(
         self,
-        env: _Envelope,
+        env: Envelope,
         blobs: builtins.list[tuple[bytes, bytes]],
         writes: builtins.list[tuple[bytes, bytes]],
     ) -> CheckpointTuple:
@@ -416,7 +351,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
             pending_writes=[p[1] for p in pending],
         )
 
-    def _blob_names(self, env: _Envelope) -> Iterator[tuple[bytes, str]]:
+    def _blob_names(self, env: Envelope) -> Iterator[tuple[bytes, str]]:
         lay = self._layout
         ns_prefix = lay.ns(lay.thread(env.thread), env.ns)
         for channel, vtext in env.blobs:
@@ -513,7 +448,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
 
     # -- deletion --------------------------------------------------------------------------------
 
-    def _delete_checkpoint(self, txn: Txn, key: bytes, env: _Envelope | None) -> None:
+    def _delete_checkpoint(self, txn: Txn, key: bytes, env: Envelope | None) -> None:
         """Delete one checkpoint, its pending writes and its run index entry (blobs: see
         :meth:`_collect_blobs`)."""
         _thread, ns_prefix, cid = split_checkpoint_key(key)
@@ -612,7 +547,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
                 new_key = dst + key[len(src) :]
                 raw = self._unframe(db, key, value)
                 if db == DB_CHECKPOINTS:
-                    env = _Envelope.parse(raw, f"lg_checkpoints/{key.hex()}")
+                    env = Envelope.parse(raw, f"lg_checkpoints/{key.hex()}")
                     doc = dict(env.doc, thread_id=str(target_thread_id))
                     raw = encoding.encode(doc, "checkpoint")
                     if env.run_id is not None:
@@ -665,7 +600,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         resolved = None if policy is None else resolve_policy(policy)
         key = self._layout.retention(self._layout.thread(str(thread_id)))
         body = encoding.encode({"policy": None if resolved is None else resolved.to_doc()})
-        frame = self.store._frame(RTYPE, DB_SETTINGS, key, body, Codec.NONE)
+        frame = self.store.tables.frames.frame(RTYPE, DB_SETTINGS, key, body, Codec.NONE)
         self._env.write(lambda txn: txn.put(DB_SETTINGS, key, frame))
 
     def get_retention(self, thread_id: str) -> RetentionPolicy | None:
@@ -680,7 +615,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         if raw is None:
             return self._retention
         try:
-            doc = encoding.decode(self.store._unframe(DB_SETTINGS, key, raw, RTYPE))
+            doc = encoding.decode(self.store.tables.frames.unframe(DB_SETTINGS, key, raw, RTYPE))
             policy = doc["policy"]
             return None if policy is None else RetentionPolicy.from_doc(policy)
         except (FormatError, KeyError, TypeError, ValueError) as err:
@@ -702,7 +637,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         ``put`` just wrote is never deleted by its own retention, even if its id sorts before
         older ones (a stepped clock, another process, a caller-chosen id). Found in review."""
         entries: builtins.list[Entry] = []
-        envs: dict[str, tuple[bytes, _Envelope]] = {}
+        envs: dict[str, tuple[bytes, Envelope]] = {}
         for seq, (key, value) in enumerate(txn.prefix(DB_CHECKPOINTS, ns_prefix), start=1):
             try:
                 env = self._envelope(key, value)
@@ -793,55 +728,7 @@ class CkdbSaver(BaseCheckpointSaver[str]):
             current_v = int(str(current).split(".")[0])
         return f"{current_v + 1:032}.{random.random():016}"
 
-    # -- async twins -----------------------------------------------------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        it = self.list(config, filter=filter, before=before, limit=limit)
-        while True:
-            item = await asyncio.to_thread(_next_or_none, it)
-            if item is None:
-                return
-            yield item
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+    # -- async twins of ckdb's own methods (LangGraph's: AsyncTwins) ---------------------------
 
     async def aset_retention(self, thread_id: str, policy: str | RetentionPolicy | None) -> None:
         await asyncio.to_thread(self.set_retention, thread_id, policy)
@@ -857,7 +744,3 @@ class CkdbSaver(BaseCheckpointSaver[str]):
         return await asyncio.to_thread(
             self.apply_retention, thread_id, policy, dry_run=dry_run, now=now
         )
-
-
-def _next_or_none(it: Iterator[CheckpointTuple]) -> CheckpointTuple | None:
-    return next(it, None)

@@ -8,6 +8,7 @@
 - :class:`Effects`, :func:`side_effect`, :func:`kill_point`: mark side effects and extra kill
   points in the workflow (no-ops outside the harness).
 - :class:`FileTree`, :func:`materialize`, :func:`snapshot`: small directory trees as values.
+- :func:`corrupt_component`: flip one bit of a stored component, to drill corruption handling.
 - ``ckdb.testing.strategies``: Hypothesis strategies for checkpointable state, workflow ids,
   phases and file trees. Importing it needs Hypothesis (``pip install 'ckdb[testing]'``);
   importing ``ckdb.testing`` does not.
@@ -32,6 +33,7 @@ from ckdb.testing._hooks import (
     kill_point,
     side_effect,
 )
+from ckdb.testing.damage import corrupt_component
 from ckdb.testing.runner import (
     CrashResume,
     CrashResumeFailure,
@@ -63,6 +65,7 @@ __all__ = [
     "KillPoint",
     "Trial",
     "check_crash_resume",
+    "corrupt_component",
     "kill_point",
     "materialize",
     "side_effect",

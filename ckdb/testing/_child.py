@@ -61,7 +61,7 @@ def run_attempt(request: dict[str, Any], func: Callable[..., Any] | None = None)
             effects = _hooks.Effects(request["effects_dir"], hooks)
             workdir.mkdir(parents=True, exist_ok=True)
             effects.directory.mkdir(parents=True, exist_ok=True)
-            _hooks._activate(effects)
+            _hooks.activate(effects)
             with ckdb.open(request["store"], **request.get("store_options", {})) as store:
                 result = workflow(_hooks.HookedStore(store, hooks), workdir, effects)
             encoded = json.dumps({"result": result}, allow_nan=True)
@@ -70,7 +70,7 @@ def run_attempt(request: dict[str, Any], func: Callable[..., Any] | None = None)
             sys.stderr.flush()
             return 1
         finally:
-            _hooks._activate(None)
+            _hooks.activate(None)
     tmp = request["result"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(encoded)

@@ -153,7 +153,7 @@ def kill_point(name: str) -> None:
         _active.point(name)
 
 
-def _activate(effects: Effects | None) -> None:
+def activate(effects: Effects | None) -> None:
     global _active
     _active = effects
 

@@ -229,7 +229,7 @@ class CrashResumeReport:
 # --- comparing final states ------------------------------------------------------------------
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_result(a: Any, b: Any) -> bool:
     """Exact equality for ckdb values: NaN equals NaN, -0.0 differs from 0.0, bool is not int."""
     if type(a) is not type(b):
         return False
@@ -238,9 +238,9 @@ def _same(a: Any, b: Any) -> bool:
             return math.isnan(a) and math.isnan(b)
         return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(same_result(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_result(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -258,7 +258,7 @@ def diff(reference: Any, got: Any, path: str = "", limit: int = 12) -> list[str]
     out: list[str] = []
 
     def walk(a: Any, b: Any, where: str) -> None:
-        if len(out) >= limit or _same(a, b):
+        if len(out) >= limit or same_result(a, b):
             return
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(a.keys() | b.keys(), key=repr):

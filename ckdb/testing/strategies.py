@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from ckdb.testing.runner import _same
+from ckdb.testing.runner import same_result
 from ckdb.testing.trees import FileTree
 
 __all__ = [
@@ -41,7 +41,7 @@ _NAME_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 
 def same_value(a: Any, b: Any) -> bool:
     """Exact equality of ckdb values: NaN equals NaN, -0.0 is not 0.0, True is not 1."""
-    return _same(a, b)
+    return same_result(a, b)
 
 
 def text(max_size: int = 40) -> st.SearchStrategy[str]:

@@ -55,7 +55,7 @@ def emit(obj: dict[str, Any]) -> None:
 
 def slow_fsyncs(seconds: float) -> None:
     import ckdb._env  # noqa: PLC0415
-    import ckdb.store  # noqa: PLC0415
+    import ckdb._open  # noqa: PLC0415
 
     real = ckdb._env.fsync_path
 
@@ -65,7 +65,7 @@ def slow_fsyncs(seconds: float) -> None:
         time.sleep(seconds)
 
     ckdb._env.fsync_path = slow  # used by create_environment
-    ckdb.store.fsync_path = slow  # used by _create_store (parent directory, key file)
+    ckdb._open.fsync_path = slow  # used by create_store (parent directory, key file)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Content chunks, tagged reference counts and leases (transaction helpers).
+"""The ``chunks`` and ``refs`` sub-databases and chunk leases (in ``settings``).
 
 - ``chunks``: content id (32 bytes, HMAC-SHA256 of the content under the content key, which never
   rotates) -> chunk frame (record type 6). The frame's tag binds the content id.
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from ckdb import encoding
 from ckdb._env import Txn
-from ckdb.codec import _tag, decode_frame, encode_frame
+from ckdb.codec import decode_frame, encode_frame, tag
 from ckdb.errors import IntegrityError
 from ckdb.keys import Keyring, Mac
 from ckdb.layout import (
@@ -29,6 +29,7 @@ from ckdb.layout import (
     RecordType,
     prefix_end,
 )
+from ckdb.tables.frames import Frames
 
 LEASE_PREFIX = b"lease/"
 LEASE_SECONDS = 3600
@@ -59,7 +60,7 @@ def decode_refs(keys: Keyring, cid: bytes, value: bytes) -> int:
 
 
 def _refs_tag(mac: Mac, cid: bytes, head: bytes) -> bytes:
-    return _tag(mac, b"refs-entry", DB_REFS, cid, head)[:16]
+    return tag(mac, b"refs-entry", DB_REFS, cid, head)[:16]
 
 
 def add_refs(txn: Txn, keys: Keyring, cids: Iterable[bytes]) -> None:
@@ -128,3 +129,51 @@ def put_lease(
             keys.active_aead,
         ),
     )
+
+
+class Chunks:
+    """Chunk frames and their reference counts, under the store's current keyring."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self, frames: Frames) -> None:
+        self._frames = frames
+
+    def content_id(self, data: bytes | memoryview) -> bytes:
+        return content_id(self._frames.keys, data)
+
+    def has(self, txn: Txn, cid: bytes) -> bool:
+        return txn.get(DB_CHUNKS, cid) is not None
+
+    def frame(self, cid: bytes, data: bytes | memoryview, codec: Codec = Codec.AUTO) -> bytes:
+        return self._frames.frame(RecordType.CHUNK, DB_CHUNKS, cid, bytes(data), codec)
+
+    def read(self, txn: Txn, cid: bytes) -> bytes:
+        """The verified content of a chunk; IntegrityError if it is missing or damaged."""
+        value = txn.get(DB_CHUNKS, cid)
+        if value is None:
+            raise IntegrityError(f"chunk {cid.hex()[:16]} is missing")
+        return self._frames.unframe(DB_CHUNKS, cid, value, RecordType.CHUNK)
+
+    def put_new(self, txn: Txn, cid: bytes, frame: bytes) -> bool:
+        """Put a chunk unless one is there; True if this put wrote it."""
+        return txn.put(DB_CHUNKS, cid, frame, overwrite=False)
+
+    def add_refs(self, txn: Txn, cids: Iterable[bytes]) -> None:
+        add_refs(txn, self._frames.keys, cids)
+
+    def release_refs(self, txn: Txn, cids: Iterable[bytes], now_us: int) -> int:
+        return release_refs(txn, self._frames.keys, cids, now_us)
+
+    def refs(self, txn: Txn, cid: bytes) -> int | None:
+        """The verified reference count of a chunk (None: no count); IntegrityError if damaged."""
+        value = txn.get(DB_REFS, cid)
+        return None if value is None else decode_refs(self._frames.keys, cid, value)
+
+    def leased(self, txn: Txn, now_us: int) -> set[bytes]:
+        return leased_chunks(txn, self._frames.keys, now_us)
+
+    def put_lease(
+        self, txn: Txn, lease_id: bytes, chunks: Iterable[bytes], expires_us: int, pid: int
+    ) -> None:
+        put_lease(txn, self._frames.keys, lease_id, chunks, expires_us, pid)

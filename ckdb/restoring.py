@@ -1,0 +1,163 @@
+"""Restoring checkpoints: files into a directory, state through the registered restorers.
+
+``restore`` loads (verifies) one checkpoint and hands it to ``restore_tree`` (``restore.py``:
+temporary files, fsync, rename, path-escape proof) and to the restorers. ``restore_latest``
+validates candidates newest first, marks and skips those that fail, and restores the first good
+one. Both can simply be run again after a crash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ckdb.components import Registered
+from ckdb.errors import IntegrityError, RestoreFailed, WorkflowNotFound
+from ckdb.integrity import check_level, validate_checkpoint
+from ckdb.layout import check_name, id_from_text
+from ckdb.lifecycle import mark_quietly
+from ckdb.reading import list_checkpoints, load, read_chunk
+from ckdb.records import STATUS_VALID, Checkpoint
+from ckdb.restore import RestoreReport, check_target, restore_tree
+from ckdb.tables import Tables
+
+Progress = Callable[[int, int], None]
+
+
+@attrs.frozen
+class Options:
+    """What a restore does besides choosing the checkpoint."""
+
+    target: str | None = None
+    restore_files: bool = True
+    restore_resources: bool = True
+    verify: bool = True
+    delete_extra: bool = False
+    progress: Progress | None = None
+
+
+def options(
+    target_dir: str | os.PathLike[str] | None,
+    restore_files: bool,
+    restore_resources: bool,
+    verify: bool,
+    delete_extra: bool,
+    progress: Progress | None,
+) -> Options:
+    """Checked options (an unusable target is an InvalidInput before anything is read)."""
+    target = None if target_dir is None else check_target(target_dir)
+    return Options(target, restore_files, restore_resources, verify, delete_extra, progress)
+
+
+def restore(t: Tables, components: Registered, checkpoint_id: str, opts: Options) -> RestoreReport:
+    """Restore one checkpoint. The report's ``checkpoint`` is exactly what was restored."""
+    ck, manifest = load(t, id_from_text(checkpoint_id))
+    return restore_loaded(t, components, ck, manifest, opts)
+
+
+def restore_loaded(
+    t: Tables,
+    components: Registered,
+    ck: Checkpoint,
+    manifest: dict[str, Any] | None,
+    opts: Options,
+) -> RestoreReport:
+    """Restore a checkpoint already loaded (verified): its files, then its components."""
+    warnings: list[str] = []
+    target = opts.target
+    report = RestoreReport(checkpoint=ck, target_dir=target)
+    if opts.restore_files and manifest is not None:
+        if target is None:
+            target = manifest.get("working_directory")
+        if manifest.get("error"):
+            warnings.append(f"file state: {manifest['error']} (no files to restore)")
+        elif target is not None:
+            try:
+                stats = restore_tree(
+                    manifest,
+                    target,
+                    lambda chunk: read_chunk(t, chunk),
+                    delete_extra=opts.delete_extra,
+                    verify=opts.verify,
+                    progress=opts.progress,
+                )
+            except OSError as err:  # the target's problem (EACCES, ENOSPC, ...), not damage
+                raise RestoreFailed(f"restoring files into {target} failed: {err}") from err
+            report = attrs.evolve(
+                report,
+                target_dir=target,
+                files_written=stats.files,
+                directories=stats.dirs,
+                links=stats.links,
+                deleted=stats.deleted,
+                bytes_written=stats.bytes,
+                skipped=tuple(stats.skipped),
+                mismatches=tuple(stats.mismatches),
+            )
+    restored: list[str] = []
+    restorers = components.restorers()
+    for cname, value in ck.state.items():
+        restore_fn = restorers.get(cname)
+        if restore_fn is None:
+            continue
+        try:
+            restore_fn(value)
+        except Exception as err:
+            raise RestoreFailed(
+                f"restorer of component {cname!r} failed: {type(err).__name__}: {err}"
+            ) from err
+        restored.append(cname)
+    extras = [("dependencies", ck.dependencies)]
+    if opts.restore_resources:
+        extras.insert(0, ("resources", ck.resources))
+    for cname, value in extras:
+        restore_fn = restorers.get(cname)
+        if restore_fn is None or value is None:
+            continue
+        try:
+            restore_fn(value)
+            restored.append(cname)
+        except Exception as err:
+            warnings.append(f"{cname} restore failed: {type(err).__name__}: {err}")
+    return attrs.evolve(
+        report, components_restored=tuple(restored), warnings=report.warnings + tuple(warnings)
+    )
+
+
+def restore_latest(
+    t: Tables, components: Registered, workflow_id: str, level: str, opts: Options
+) -> RestoreReport:
+    """Restore the newest valid checkpoint of a workflow. Candidates are validated newest
+    first; those that fail are marked corrupted and skipped, and the report says which."""
+    check_name(workflow_id, "workflow_id")
+    check_level(level)
+    skipped: list[tuple[str, str]] = []
+    for info in list_checkpoints(t, workflow_id):
+        if info.status != STATUS_VALID:
+            skipped.append((info.id, "marked corrupted"))
+            continue
+        report = validate_checkpoint(t, info.id, level)
+        if not report.ok:
+            why = "; ".join(report.findings) or "validation failed"
+            skipped.append((info.id, why))
+            mark_quietly(t, info.id, why)
+            continue
+        try:
+            ck, manifest = load(t, id_from_text(info.id))
+            result = restore_loaded(t, components, ck, manifest, opts)
+        except IntegrityError as err:
+            # Damage the validation level did not read (a chunk, at "standard"): mark this
+            # one and fall back to the previous checkpoint, which rewrites what was written.
+            skipped.append((info.id, str(err)))
+            mark_quietly(t, info.id, str(err))
+            continue
+        return attrs.evolve(result, skipped_checkpoints=tuple(skipped))
+    if not skipped:
+        raise WorkflowNotFound(f"workflow {workflow_id!r} has no checkpoints")
+    raise IntegrityError(
+        f"workflow {workflow_id!r} has no valid checkpoint; skipped: "
+        + "; ".join(f"{cid} ({why})" for cid, why in skipped)
+    )

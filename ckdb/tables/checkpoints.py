@@ -1,0 +1,148 @@
+"""The ``checkpoints`` (metadata frames) and ``registry`` (per-workflow sequence) sub-databases.
+
+- ``checkpoints``: checkpoint id (16 bytes) -> metadata frame (record type 1), parsed strictly
+  into a :class:`~ckdb.meta.Meta`.
+- ``registry``: workflow key ‖ u64 sequence -> ``REGISTRY_VALUE`` (id, created_at, flags, key
+  id, truncated tag). A flipped bit fails the tag: a damaged entry never unpins anything.
+
+Both memoise verified bytes by address (``verified.py``): a byte-identical repeat compares
+instead of verifying again; any other bytes are verified in full.
+"""
+
+from __future__ import annotations
+
+from ckdb._env import Txn
+from ckdb.codec import decode_frame, decode_registry, encode_registry
+from ckdb.errors import CheckpointNotFound, IntegrityError
+from ckdb.layout import DB_CHECKPOINTS, DB_REGISTRY, Codec, RecordType, id_to_text, registry_key
+from ckdb.meta import Meta
+from ckdb.tables.frames import Frames
+
+#: (checkpoint id, created_at µs, flags) of a verified registry entry
+Entry = tuple[bytes, int, int]
+
+
+class Checkpoints:
+    """Metadata frames, by checkpoint id."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self, frames: Frames) -> None:
+        self._frames = frames
+
+    def exists(self, txn: Txn, cid: bytes) -> bool:
+        return txn.get(DB_CHECKPOINTS, cid) is not None
+
+    def read(self, txn: Txn, cid: bytes) -> Meta:
+        """The verified, parsed metadata of ``cid``: CheckpointNotFound if there is none,
+        IntegrityError if it does not verify or parse."""
+        value = txn.get(DB_CHECKPOINTS, cid)
+        if value is None:
+            raise CheckpointNotFound(f"no checkpoint {id_to_text(cid)}")
+        verified = self._frames.verified
+        address = (DB_CHECKPOINTS, cid, "parsed")
+        meta: Meta | None = verified.get(address, value)
+        if meta is None:
+            k = self._frames.keys
+            raw = decode_frame(k.mac, DB_CHECKPOINTS, cid, value, RecordType.METADATA, k.aead)
+            meta = Meta.parse_cached(cid, raw)
+            verified.put(address, value, meta, 3 * len(value))  # parsed: ~3x the bytes
+        return meta
+
+    def frame(self, cid: bytes, raw: bytes) -> bytes:
+        return self._frames.frame(RecordType.METADATA, DB_CHECKPOINTS, cid, raw, Codec.NONE)
+
+    def put_new(self, txn: Txn, cid: bytes, frame: bytes) -> None:
+        if not txn.put(DB_CHECKPOINTS, cid, frame, overwrite=False):
+            raise IntegrityError(f"checkpoint id {id_to_text(cid)} already exists")
+
+    def delete(self, txn: Txn, cid: bytes) -> None:
+        txn.delete(DB_CHECKPOINTS, cid)
+
+    def delete_many(self, txn: Txn, cids: list[bytes]) -> None:
+        for cid in cids:
+            txn.delete(DB_CHECKPOINTS, cid)
+
+    def ids(self, txn: Txn, start: bytes = b"") -> list[bytes]:
+        return [bytes(k) for k, _v in txn.range(DB_CHECKPOINTS, start)]
+
+
+class Registry:
+    """Registry entries: what listing and retention planning read, with tagged flags."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self, frames: Frames) -> None:
+        self._frames = frames
+
+    def entry(self, key: bytes, value: bytes) -> Entry:
+        """A verified registry entry -> (checkpoint id, created_at µs, flags)."""
+        verified = self._frames.verified
+        address = (DB_REGISTRY, key)
+        entry: Entry | None = verified.get(address, value)
+        if entry is None:
+            entry = decode_registry(self._frames.keys.mac, key, value)
+            verified.put(address, value, entry)
+        return entry
+
+    def entry_uncached(self, key: bytes, value: bytes) -> Entry:
+        """Verified in full, memo untouched (scrub and repair judge the bytes themselves)."""
+        return decode_registry(self._frames.keys.mac, key, value)
+
+    def value(self, key: bytes, cid: bytes, created_us: int, flags: int) -> bytes:
+        k = self._frames.keys
+        return encode_registry(k.active_mac, k.active, key, cid, created_us, flags)
+
+    def put(self, txn: Txn, key: bytes, cid: bytes, created_us: int, flags: int) -> None:
+        txn.put(DB_REGISTRY, key, self.value(key, cid, created_us, flags))
+
+    def remember(self, key: bytes, value: bytes, entry: Entry) -> None:
+        """``value`` at ``key`` was just verified in full (create's read-back): later reads of
+        these exact bytes compare instead of verifying again."""
+        self._frames.verified.put((DB_REGISTRY, key), value, entry)
+
+    def key_for(self, meta: Meta) -> bytes:
+        """The slot a checkpoint's metadata names."""
+        return registry_key(self._frames.keys.wf_key(meta.workflow_id), meta.seq)
+
+    def slot_of(self, txn: Txn, meta: Meta) -> tuple[bytes, int]:
+        """The registry entry of a checkpoint: (registry key, flags); IntegrityError if the entry
+        is missing, damaged or names another checkpoint."""
+        reg_key = self.key_for(meta)
+        value = txn.get(DB_REGISTRY, reg_key)
+        if value is None:
+            raise IntegrityError(f"checkpoint {id_to_text(meta.cid)} has no registry entry")
+        rcid, _created, flags = self.entry(reg_key, value)
+        if rcid != meta.cid:
+            raise IntegrityError(
+                f"registry slot of checkpoint {id_to_text(meta.cid)} names {id_to_text(rcid)}"
+            )
+        return reg_key, flags
+
+    def key_of(self, txn: Txn, cid: bytes, meta: Meta | None) -> bytes | None:
+        """The registry key holding ``cid``: the slot its metadata names, else (damaged metadata
+        or registry) found by scanning the registry (rare path). Values are matched by their id
+        bytes, not verified: callers decide what a failing entry means."""
+        if meta is not None:
+            reg_key = self.key_for(meta)
+            value = txn.get(DB_REGISTRY, reg_key)
+            if value is not None and bytes(value[:16]) == cid:
+                return reg_key
+        for key, value in txn.range(DB_REGISTRY):
+            if bytes(value[:16]) == cid:
+                return bytes(key)
+        return None
+
+    def delete(self, txn: Txn, key: bytes) -> None:
+        txn.delete(DB_REGISTRY, key)
+
+    def delete_many(self, txn: Txn, keys: list[bytes]) -> None:
+        """Delete sorted ``keys``: one cursor pass from the first to the last, deleting only
+        them (the entries between, of checkpoints kept, stay)."""
+        txn.delete_keys_in_range(DB_REGISTRY, keys[0], keys[-1] + b"\x00", set(keys))
+
+    def created_of(self, txn: Txn, key: bytes) -> int:
+        """The created_at field of the entry at ``key`` (as stored; the caller verified it)."""
+        value = txn.get(DB_REGISTRY, key)
+        assert value is not None
+        return int.from_bytes(value[16:24], "big")

@@ -1,0 +1,155 @@
+"""The ``workflows``, ``settings`` and ``marks`` sub-databases.
+
+- ``workflows``: workflow key -> workflow record (record type 7): ``{id, next_seq, created_at,
+  working_directory?}``. A damaged record is rebuilt by the next create (the registry decides the
+  sequence), never trusted.
+- ``settings``: short names -> setting frames (record type 8): ``retention/<workflow key>`` (a
+  workflow's own policy), leases, cursors (scrub, rotation), the monitor's lease.
+- ``marks``: checkpoint id ‖ 0x00 -> mark frame (record type 9): why a checkpoint was marked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ckdb import encoding
+from ckdb._env import Txn
+from ckdb.errors import CkdbError, IntegrityError
+from ckdb.layout import DB_MARKS, DB_SETTINGS, DB_WORKFLOWS, Codec, RecordType, prefix_end
+from ckdb.meta import now_us
+from ckdb.retention import RetentionPolicy
+from ckdb.tables.frames import Frames
+
+RETENTION_PREFIX = b"retention/"
+
+
+class Workflows:
+    """Workflow records."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self, frames: Frames) -> None:
+        self._frames = frames
+
+    def decode(self, key: bytes, value: bytes) -> dict[str, Any]:
+        """A verified workflow record; IntegrityError if it is damaged or malformed."""
+        try:
+            doc = encoding.decode(
+                self._frames.unframe(DB_WORKFLOWS, key, value, RecordType.WORKFLOW)
+            )
+        except CkdbError as err:
+            raise IntegrityError(str(err)) from None
+        if type(doc) is not dict or type(doc.get("id")) is not str:
+            raise IntegrityError("malformed workflow record")
+        if self._frames.keys.wf_key(doc["id"]) != key:
+            raise IntegrityError("workflow record names another workflow")
+        return doc
+
+    def doc(self, txn: Txn, wf_key: bytes, workflow_id: str) -> dict[str, Any] | None:
+        """The record of ``workflow_id``, None if there is none; IntegrityError if damaged."""
+        raw = txn.get(DB_WORKFLOWS, wf_key)
+        if raw is None:
+            return None
+        doc = encoding.decode(self._frames.unframe(DB_WORKFLOWS, wf_key, raw, RecordType.WORKFLOW))
+        if type(doc) is not dict or type(doc.get("next_seq")) is not int:
+            raise IntegrityError(f"workflow record of {workflow_id!r} is malformed")
+        if doc.get("id") != workflow_id:
+            raise IntegrityError(f"workflow record of {workflow_id!r} names another id")
+        return doc
+
+    def exists(self, txn: Txn, wf_key: bytes) -> bool:
+        return txn.get(DB_WORKFLOWS, wf_key) is not None
+
+    def frame(self, wf_key: bytes, raw: bytes) -> bytes:
+        return self._frames.frame(RecordType.WORKFLOW, DB_WORKFLOWS, wf_key, raw, Codec.NONE)
+
+    def remember(self, wf_key: bytes, frame: bytes, raw: bytes) -> None:
+        """``frame`` was just verified in full to ``raw`` (create's read-back)."""
+        self._frames.verified.put((DB_WORKFLOWS, wf_key, RecordType.WORKFLOW), frame, raw, len(raw))
+
+    def names(self, txn: Txn) -> list[str]:
+        """Every workflow id whose record verifies (damaged ones: scrub reports them)."""
+        names = []
+        for key, value in txn.range(DB_WORKFLOWS):
+            try:
+                doc = encoding.decode(
+                    self._frames.unframe(DB_WORKFLOWS, key, value, RecordType.WORKFLOW)
+                )
+                names.append(str(doc["id"]))
+            except (CkdbError, KeyError, TypeError):
+                continue
+        return names
+
+    def delete(self, txn: Txn, wf_key: bytes) -> None:
+        txn.delete(DB_WORKFLOWS, wf_key)
+
+
+class Settings:
+    """Setting frames by name: retention policies, leases, cursors."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self, frames: Frames) -> None:
+        self._frames = frames
+
+    def frame(self, key: bytes, doc: Any, codec: Codec = Codec.NONE) -> bytes:
+        body = encoding.encode(doc)
+        return self._frames.frame(RecordType.SETTING, DB_SETTINGS, key, body, codec)
+
+    def put(self, txn: Txn, key: bytes, doc: Any) -> None:
+        txn.put(DB_SETTINGS, key, self.frame(key, doc))
+
+    def read(self, txn: Txn, key: bytes, *, memo: bool = True) -> Any:
+        """The decoded setting at ``key`` (None if absent); IntegrityError if damaged."""
+        raw = txn.get(DB_SETTINGS, key)
+        if raw is None:
+            return None
+        unframe = self._frames.unframe if memo else self._frames.unframe_uncached
+        return encoding.decode(unframe(DB_SETTINGS, key, raw, RecordType.SETTING))
+
+    def policy(
+        self, txn: Txn, wf_key: bytes, default: RetentionPolicy | None
+    ) -> RetentionPolicy | None:
+        """A workflow's own retention policy, else ``default``."""
+        doc = self.read(txn, RETENTION_PREFIX + wf_key)
+        if doc is None:
+            return default
+        return None if doc["policy"] is None else RetentionPolicy.from_doc(doc["policy"])
+
+    def policy_frame(self, wf_key: bytes, policy: RetentionPolicy | None) -> tuple[bytes, bytes]:
+        """(key, frame) of a workflow's own policy (None: no automatic retention)."""
+        key = RETENTION_PREFIX + wf_key
+        return key, self.frame(key, {"policy": None if policy is None else policy.to_doc()})
+
+    def raw(self, txn: Txn, key: bytes) -> bytes | None:
+        """An unframed setting (the scrub cursor is a plain value)."""
+        return txn.get(DB_SETTINGS, key)
+
+    def put_raw(self, txn: Txn, key: bytes, value: bytes) -> None:
+        txn.put(DB_SETTINGS, key, value)
+
+    def delete(self, txn: Txn, key: bytes) -> None:
+        txn.delete(DB_SETTINGS, key)
+
+
+class Marks:
+    """Why a checkpoint was marked corrupted."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self, frames: Frames) -> None:
+        self._frames = frames
+
+    def put(self, txn: Txn, cid: bytes, reason: str) -> None:
+        key = cid + b"\x00"
+        body = encoding.encode({"reason": reason, "at": now_us()})
+        txn.put(DB_MARKS, key, self._frames.frame(RecordType.MARK, DB_MARKS, key, body, Codec.NONE))
+
+    def delete(self, txn: Txn, cid: bytes) -> None:
+        txn.delete_range(DB_MARKS, cid, prefix_end(cid))
+
+    def delete_many(self, txn: Txn, cids: list[bytes]) -> None:
+        txn.delete_prefixes(DB_MARKS, cids)
+
+    def orphans(self, txn: Txn, live: set[bytes]) -> list[bytes]:
+        return [bytes(k) for k, _v in txn.range(DB_MARKS) if bytes(k[:16]) not in live]

@@ -27,6 +27,14 @@ from typing import Any, TypeVar, cast
 
 import lmdb
 
+# Everything ckdb needs is imported when ckdb is: py-lmdb 3 imports this submodule the first time
+# an environment opens, and a process that opens its store only after dropping privileges (a
+# capture or restore run as another user) may no longer be able to read the virtual environment
+# (issue 17: a checkout under a 0700 directory). tests/test_lazy_imports.py checks that a whole
+# store's life imports nothing more once ckdb is imported.
+import lmdb._envid
+from lmdb import verify as lmdb_verify
+
 from ckdb.errors import (
     CkdbError,
     FormatError,
@@ -770,8 +778,6 @@ def structural_check(path: Path) -> list[str]:
     py-lmdb's verifier is a pure-Python byte walker that never hands the file to liblmdb, so a
     damaged file cannot crash the caller.
     """
-    from lmdb import verify as lmdb_verify  # noqa: PLC0415 - only needed here
-
     try:
         report = lmdb_verify.verify(str(path))  # type: ignore[no-untyped-call]
     except (lmdb_verify.VerifyError, OSError) as err:

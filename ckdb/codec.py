@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import cramjam
+from cryptography.exceptions import InvalidTag
 
 from ckdb.errors import FormatError, IntegrityError
 from ckdb.keys import Mac
@@ -195,8 +196,6 @@ def _aad(header: bytes, db: bytes, key: bytes) -> bytes:
 
 
 def decrypt_body(aead: Any, frame: Frame, header: bytes, db: bytes, key: bytes) -> bytes:
-    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
-
     if aead is None:
         raise IntegrityError(f"{_where(db, key)}: encrypted frame in a store without encryption")
     body = frame.body

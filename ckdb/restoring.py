@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from ckdb.components import Registered
-from ckdb.errors import IntegrityError, RestoreFailed, WorkflowNotFound
+from ckdb.errors import IntegrityError, InvalidInput, RestoreFailed, WorkflowNotFound
 from ckdb.integrity import check_level, validate_checkpoint
 from ckdb.layout import check_name, id_from_text
 from ckdb.lifecycle import mark_quietly
@@ -46,8 +46,18 @@ def options(
     verify: bool,
     delete_extra: bool,
     progress: Progress | None,
+    allow_recorded_dir: bool = True,
 ) -> Options:
-    """Checked options (an unusable target is an InvalidInput before anything is read)."""
+    """Checked options (an unusable target is an InvalidInput before anything is read).
+
+    ``allow_recorded_dir=False``: restoring files needs an explicit ``target_dir``. Without one
+    the files go to the working directory recorded in the checkpoint's metadata, and whoever
+    holds the key can write a checkpoint that records any directory (docs/reliability.md)."""
+    if target_dir is None and restore_files and not allow_recorded_dir:
+        raise InvalidInput(
+            "restoring files needs target_dir here (allow_recorded_dir=False): the working "
+            "directory recorded in the checkpoint is not used; nothing was restored"
+        )
     target = None if target_dir is None else check_target(target_dir)
     return Options(target, restore_files, restore_resources, verify, delete_extra, progress)
 

@@ -342,13 +342,24 @@ class Store:
         verify: bool = True,
         delete_extra: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        allow_recorded_dir: bool = True,
     ) -> RestoreReport:
         """Restore a checkpoint: files into ``target_dir`` (default: the working directory
         recorded at capture), state through the registered restorers. Safe to run again after a
-        crash. The report's ``checkpoint`` is exactly what was restored."""
+        crash. The report's ``checkpoint`` is exactly what was restored.
+
+        ``allow_recorded_dir=False`` refuses to restore files without ``target_dir``: the
+        recorded working directory comes from the checkpoint's metadata, which anyone holding
+        the key can write (see docs/reliability.md)."""
         id_from_text(checkpoint_id)
         opts = restoring.options(
-            target_dir, restore_files, restore_resources, verify, delete_extra, progress
+            target_dir,
+            restore_files,
+            restore_resources,
+            verify,
+            delete_extra,
+            progress,
+            allow_recorded_dir,
         )
         return restoring.restore(self.tables, self._components, checkpoint_id, opts)
 
@@ -363,12 +374,19 @@ class Store:
         delete_extra: bool = False,
         level: str = "standard",
         progress: Callable[[int, int], None] | None = None,
+        allow_recorded_dir: bool = True,
     ) -> RestoreReport:
         """Restore the newest valid checkpoint of a workflow. Candidates are validated newest
         first; those that fail are marked corrupted and skipped, and the report says which."""
         check_name(workflow_id, "workflow_id")
         opts = restoring.options(
-            target_dir, restore_files, restore_resources, verify, delete_extra, progress
+            target_dir,
+            restore_files,
+            restore_resources,
+            verify,
+            delete_extra,
+            progress,
+            allow_recorded_dir,
         )
         return restoring.restore_latest(self.tables, self._components, workflow_id, level, opts)
 

@@ -71,6 +71,15 @@ def test_readme_has_the_two_commands() -> None:
     assert commands[1].endswith(".venv/bin/python -m pytest -m 'not slow'")
 
 
+def test_ci_runs_the_readme_test_command_in_a_private_clone() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    test_command = readme_commands()[1]
+    assert test_command in ci
+    # ... inside a clone made under a fresh mktemp -d directory (issue 17)
+    before = ci.split(test_command, 1)[0]
+    assert "mktemp -d" in before and "git clone" in before and 'cd "$clone_parent/ckdb"' in before
+
+
 @pytest.mark.slow
 def test_readme_demo_command_in_a_fresh_venv(tmp_path: Path) -> None:
     repo = _copy_repo(tmp_path / "repo")

@@ -198,6 +198,7 @@ def cmd_restore(store: ckdb.Store, args: argparse.Namespace) -> int:
             restore_resources=args.resources,
             verify=args.verify,
             delete_extra=args.delete_extra,
+            allow_recorded_dir=not args.require_to,
             progress=bar.bytes_callback,
         )
     return _print_restore(report, args)
@@ -214,6 +215,7 @@ def cmd_restore_latest(store: ckdb.Store, args: argparse.Namespace) -> int:
             restore_resources=args.resources,
             verify=args.verify,
             delete_extra=args.delete_extra,
+            allow_recorded_dir=not args.require_to,
             level=args.level,
             progress=bar.bytes_callback,
         )
@@ -281,6 +283,12 @@ def register(add: Add) -> None:
             "--delete-extra",
             action="store_true",
             help="remove files in the target that the checkpoint does not have",
+        )
+        p.add_argument(
+            "--require-to",
+            action="store_true",
+            help="refuse to restore files without --to (never into the working directory the "
+            "checkpoint records, which anyone holding the key can set)",
         )
 
     p = add("init", cmd_init, "create the store if missing and print where it is", "create")

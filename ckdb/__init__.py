@@ -18,10 +18,13 @@ from ckdb.components import (
 from ckdb.errors import (
     CheckpointNotFound,
     CkdbError,
+    Fenced,
     FormatError,
     IntegrityError,
     InvalidInput,
     ReadOnlyStore,
+    RemoteError,
+    RemoteUnsafe,
     RestoreFailed,
     StorageError,
     StoreClosed,
@@ -40,6 +43,8 @@ from ckdb.records import (
     FileEntry,
     FileState,
 )
+from ckdb.remote import Remote
+from ckdb.remote.check import check_remote
 from ckdb.restore import RestoreReport
 from ckdb.store import Store, open
 
@@ -56,12 +61,16 @@ __all__ = [
     "CkdbError",
     "ComponentInfo",
     "DependencyDrift",
+    "Fenced",
     "FileEntry",
     "FileState",
     "FormatError",
     "IntegrityError",
     "InvalidInput",
     "ReadOnlyStore",
+    "Remote",
+    "RemoteError",
+    "RemoteUnsafe",
     "RestoreFailed",
     "RestoreReport",
     "StorageError",
@@ -77,6 +86,7 @@ __all__ = [
     "__version__",
     "capture_dependencies",
     "check_dependencies",
+    "check_remote",
     "dependency_drift",
     "open",
 ]

@@ -266,6 +266,7 @@ def create_checkpoint(
         estimate += sum(len(f) for f in cap.pending.values())
 
     def apply(txn: Txn) -> CheckpointInfo:
+        t.check_not_fenced(txn, wf_key, workflow_id)  # another host owns it: write nothing
         try:
             wf_doc = t.workflows.doc(txn, wf_key, workflow_id)
         except IntegrityError:
@@ -333,6 +334,7 @@ def create_checkpoint(
             t.chunks.add_refs(txn, cap.referenced)
             if cap.lease_id is not None:
                 t.settings.delete(txn, lease_key(cap.lease_id))
+        t.note_change(txn, wf_key)
         if kind == KIND_AUTOMATIC:
             # Seed: an automatic checkpoint applies its workflow's retention after it
             # commits; here in the same transaction, bounded per create.

@@ -44,7 +44,7 @@ from ckdb.errors import (
     StoreFull,
     StoreLocked,
 )
-from ckdb.layout import ALL_DBS, MAX_DBS, prefix_end
+from ckdb.layout import ALL_DBS, MAX_DBS, OPTIONAL_DBS, prefix_end
 
 T = TypeVar("T")
 
@@ -689,16 +689,26 @@ class Env:
             except lmdb.Error as err:
                 raise translate(err, "cannot adopt the map size") from None
 
-    def extra_dbs(self) -> list[bytes]:
-        """Names of the sub-databases beyond ckdb's own (integrations'), sorted."""
+    def _db_names(self) -> list[bytes]:
         self.check()
         with self._gate.shared():
             try:
                 with self._env.begin(write=False) as txn:
-                    names = [bytes(k) for k, _v in txn.cursor()]
+                    return [bytes(k) for k, _v in txn.cursor()]
             except lmdb.Error as err:
                 raise translate(err, "cannot list sub-databases") from None
-        return sorted(n for n in names if n not in ALL_DBS)
+
+    def extra_dbs(self) -> list[bytes]:
+        """Names of the sub-databases beyond ckdb's own (integrations'), sorted."""
+        return sorted(n for n in self._db_names() if n not in ALL_DBS and n not in OPTIONAL_DBS)
+
+    def is_open(self, name: bytes) -> bool:
+        """Is the named sub-database open in this environment (transactions can address it)?"""
+        return name in self._dbs
+
+    def has_db(self, name: bytes) -> bool:
+        """Does the named sub-database exist (opened here, or created by another process)?"""
+        return name in self._dbs or name in self._db_names()
 
     def sync(self) -> None:
         """Make every committed transaction durable now (an fdatasync, which with

@@ -24,6 +24,7 @@ from ckdb.errors import (
 from ckdb.layout import (
     CIPHERS,
     DB_INFO,
+    DB_REMOTE,
     FORMAT,
     FORMAT_VERSION,
     INCOMPAT_BUNDLES,
@@ -195,6 +196,10 @@ def open_tables(
     env = Env(path, readonly=readonly, durability=durability, map_size=size,
               unsafe_nosync=unsafe_nosync)  # fmt: skip
     try:
+        # The remote's local state lives in a sub-database every writer must be able to mark
+        # (tables/remote.py): created empty here, so that older stores gain it on open.
+        if not readonly or env.has_db(DB_REMOTE):
+            env.ensure_db(DB_REMOTE)
         tables = _unlock(env, path, key, key_file, readonly, retention, created_by)
         if encryption is not None and encryption != tables.keys.cipher:
             raise InvalidInput(

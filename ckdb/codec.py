@@ -180,11 +180,27 @@ def encode_frame(
 ) -> bytes:
     """Build a tagged (and, with ``aead``, encrypted) frame for ``raw`` at ``db``/``key``."""
     used, body = compress(raw, codec)
+    return encode_compressed(mac, key_id, rtype, db, key, used, len(raw), body, aead)
+
+
+def encode_compressed(
+    mac: Mac,
+    key_id: int,
+    rtype: RecordType,
+    db: bytes,
+    key: bytes,
+    codec: int,
+    raw_len: int,
+    body: bytes,
+    aead: Any = None,
+) -> bytes:
+    """A frame for a body already compressed with ``codec`` (from ``raw_len`` bytes): what
+    ``encode_frame`` does after compressing (the remote importer re-frames bodies this way)."""
     if aead is None:
-        header = FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, rtype, used, key_id, len(raw))
+        header = FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, rtype, codec, key_id, raw_len)
     else:
         header = FRAME_HEADER.pack(
-            FRAME_MAGIC, FRAME_VERSION, rtype, used | ENCRYPTED, key_id, len(raw)
+            FRAME_MAGIC, FRAME_VERSION, rtype, codec | ENCRYPTED, key_id, raw_len
         )
         nonce = os.urandom(NONCE_SIZE)
         body = nonce + aead.encrypt(nonce, body, _aad(header, db, key))
@@ -245,6 +261,19 @@ def decode_frame(
     aead: AeadLookup | None = None,
 ) -> bytes:
     """Verify a frame at ``db``/``key`` and return its raw (decrypted, decompressed) body."""
+    codec, raw_len, body = open_frame(macs, db, key, value, expect, aead)
+    return decompress(codec, body, raw_len)
+
+
+def open_frame(
+    macs: MacLookup,
+    db: bytes,
+    key: bytes,
+    value: bytes | memoryview,
+    expect: RecordType | None = None,
+    aead: AeadLookup | None = None,
+) -> tuple[int, int, bytes]:
+    """Verify a frame (tag, decryption) -> (codec, raw length, body still compressed)."""
     frame = parse_frame(macs, db, key, value)
     if expect is not None and frame.rtype != expect:
         raise IntegrityError(
@@ -256,7 +285,7 @@ def decode_frame(
         body = decrypt_body(cipher, frame, bytes(value[: FRAME_HEADER.size]), db, key)
     elif aead is not None and aead(frame.key_id) is not None:
         raise IntegrityError(f"{_where(db, key)}: unencrypted frame in an encrypted store")
-    return decompress(frame.codec & ~ENCRYPTED, body, frame.raw_len)
+    return frame.codec & ~ENCRYPTED, frame.raw_len, body
 
 
 # --- registry entries: a fixed struct with a truncated tag ---------------------------------------

@@ -112,6 +112,28 @@ class RestoreFailed(CkdbError):
     exit_code = 16
 
 
+class RemoteError(CkdbError):
+    """The remote (object storage) could not be reached or answered unusably, after retries.
+    Local checkpoints are never lost to it: they are shipped when the remote answers again."""
+
+    exit_code = 17
+
+
+class Fenced(RemoteError):
+    """Another host took this workflow over (a higher ownership epoch in the remote): this store
+    no longer ships it, and ``create`` for it is refused so that a zombie agent stops instead of
+    forking the workflow's history. ``take_over`` makes this store the owner again."""
+
+    exit_code = 18
+
+
+class RemoteUnsafe(RemoteError):
+    """The object store does not honour create-only writes (``If-None-Match: *``), which the
+    remote protocol needs to keep one owner per workflow; nothing was written."""
+
+    exit_code = 19
+
+
 def all_errors() -> list[type[CkdbError]]:
     """Every error class, root first, in definition order (used by the docs and the CLI)."""
     seen: list[type[CkdbError]] = []

@@ -28,6 +28,9 @@ DB_REFS = b"refs"
 DB_MARKS = b"marks"
 DB_SETTINGS = b"settings"
 DB_WORKFLOWS = b"workflows"
+DB_REMOTE = (
+    b"remote"  # a remote's local state: dirty marks, cursors, fences (ckdb/tables/remote.py)
+)
 
 ALL_DBS = (
     DB_INFO,
@@ -40,6 +43,8 @@ ALL_DBS = (
     DB_SETTINGS,
     DB_WORKFLOWS,
 )
+#: Sub-databases of ckdb's own that exist only when a feature needs them (opened on demand).
+OPTIONAL_DBS = (DB_REMOTE,)
 MAX_DBS = 32  # room for integrations' own sub-databases
 
 # --- format record (info/"format"), readable before any key -------------------------------------
@@ -56,7 +61,10 @@ INCOMPAT_CHACHA = 0x2  # the same with ChaCha20-Poly1305
 #: Small state components of a checkpoint may share one payload frame (RecordType.BUNDLE). Set
 #: at creation from ckdb 0.2 on; older ckdb refuses such a store instead of misreading it.
 INCOMPAT_BUNDLES = 0x4
-INCOMPAT_KNOWN = INCOMPAT_AES_GCM | INCOMPAT_CHACHA | INCOMPAT_BUNDLES
+#: A remote was attached: every change of a workflow marks it dirty for the shipper (and deletes
+#: leave tombstones). Older ckdb refuses such a store: its writes would never be shipped.
+INCOMPAT_REMOTE = 0x8
+INCOMPAT_KNOWN = INCOMPAT_AES_GCM | INCOMPAT_CHACHA | INCOMPAT_BUNDLES | INCOMPAT_REMOTE
 #: State components whose encoding is smaller than this share the checkpoint's bundle frame
 #: (when it has two or more of them); larger ones keep a frame each.
 BUNDLE_MAX = 64 << 10
@@ -93,6 +101,11 @@ class RecordType(enum.IntEnum):
     MARK = 9
     INTEGRATION = 10  # a record in an integration's own sub-database (e.g. LangGraph)
     BUNDLE = 11  # the small state components of one checkpoint, concatenated
+    SEGMENT = 12  # remote: a segment of a workflow's log (docs/remote.md)
+    CLAIM = 13  # remote: an ownership claim
+    SNAPSHOT = 14  # remote: a workflow's live state as of a segment
+    BLOB = 15  # remote: a file chunk or a large payload, content-addressed
+    REMOTE_STATE = 16  # local: a remote's cursor, fence or attachment record
 
 
 PAYLOAD_TYPES = frozenset(
@@ -130,6 +143,15 @@ SEQ = struct.Struct(">Q")
 #: reference count, key id, truncated HMAC tag
 REFS_VALUE = struct.Struct(">QH16s")
 assert REFS_VALUE.size == 26
+
+# --- a remote's local state (sub-database `remote`, docs/remote.md) -----------------------------
+
+#: change counter, time (µs) of the oldest change not yet shipped
+DIRTY_VALUE = struct.Struct(">QQ")
+assert DIRTY_VALUE.size == 16
+#: sequence, checkpoint id, registry flags: one checkpoint a remote holds live (cursor rows)
+LIVE_ROW = struct.Struct(">Q16sB")
+assert LIVE_ROW.size == 25
 
 # --- names and keys ------------------------------------------------------------------------------
 

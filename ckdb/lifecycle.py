@@ -10,7 +10,14 @@ import contextlib
 
 from ckdb._env import Txn
 from ckdb.errors import CheckpointNotFound, IntegrityError, ReadOnlyStore, WorkflowNotFound
-from ckdb.layout import DB_REGISTRY, ID_SIZE, check_name, id_from_text, prefix_end
+from ckdb.layout import (
+    DB_REGISTRY,
+    ID_SIZE,
+    check_name,
+    id_from_text,
+    prefix_end,
+    split_registry_key,
+)
 from ckdb.records import CheckpointInfo
 from ckdb.tables import Tables
 
@@ -34,8 +41,12 @@ def delete(t: Tables, checkpoint_id: str) -> None:
     cid = id_from_text(checkpoint_id)
 
     def apply(txn: Txn) -> None:
-        reg_key, _meta = t.locate(txn, cid)
+        reg_key, meta = t.locate(txn, cid)
         t.delete_checkpoint(txn, cid, reg_key)
+        if reg_key is not None:
+            t.note_change(txn, split_registry_key(reg_key)[0], deleted=[cid])
+        elif meta is not None:
+            t.note_change(txn, t.keys.wf_key(meta.workflow_id), deleted=[cid])
 
     t.env.write(apply)
 
@@ -49,7 +60,7 @@ def delete_workflow(t: Tables, workflow_id: str) -> int:
         entries = list(txn.prefix(DB_REGISTRY, wf_key))
         if not entries and not t.workflows.exists(txn, wf_key):
             raise WorkflowNotFound(f"no workflow {workflow_id!r}")
-        deleted = 0
+        deleted: list[bytes] = []
         for key, value in entries:
             # Only delete what provably belongs to this workflow: a registry value copied
             # here from another workflow (damage, or tampering without the key) must not
@@ -67,10 +78,11 @@ def delete_workflow(t: Tables, workflow_id: str) -> int:
                 owner = None
             if owner == workflow_id:
                 t.delete_checkpoint(txn, cid, None)
-                deleted += 1
+                deleted.append(cid)
         txn.delete_range(DB_REGISTRY, wf_key, prefix_end(wf_key))
         t.workflows.delete(txn, wf_key)
-        return deleted
+        t.note_change(txn, wf_key, deleted=deleted)
+        return len(deleted)
 
     return t.env.write(apply)
 
@@ -84,6 +96,7 @@ def set_flag(t: Tables, checkpoint_id: str, flag: int, on: bool) -> CheckpointIn
         reg_key, flags = t.registry.slot_of(txn, meta)
         flags = (flags | flag) if on else (flags & ~flag)
         t.registry.put(txn, reg_key, cid, t.registry.created_of(txn, reg_key), flags)
+        t.note_change(txn, split_registry_key(reg_key)[0])
         return meta.info(flags)
 
     return t.env.write(apply)

@@ -136,6 +136,7 @@ def delete_victims(
     t.payloads.delete_many(txn, cids)  # one cursor, in key order
     if marked:  # only marked checkpoints have marks records (mark() sets the flag)
         t.marks.delete_many(txn, sorted(marked))
+    t.note_change(txn, wf_key, deleted=cids)
     return [texts[c] for c in doomed.values()], skipped
 
 

@@ -42,6 +42,12 @@ from ckdb.keys import Keyring
 from ckdb.layout import CIPHERS, FLAG_PINNED, Codec, RecordType, check_name, id_from_text
 from ckdb.maintenance import BackupReport, Monitor, backup
 from ckdb.records import KIND_AUTOMATIC, Checkpoint, CheckpointInfo
+from ckdb.remote import Remote, importer
+from ckdb.remote.gc import GcReport
+from ckdb.remote.gc import gc as remote_gc
+from ckdb.remote.importer import TakeoverReport
+from ckdb.remote.link import Link
+from ckdb.remote.shipper import RemoteStatus, Shipper, ShipReport
 from ckdb.restore import RestoreReport, check_path
 from ckdb.retention import RetentionPolicy, RetentionResult, resolve_policy
 from ckdb.scrub import Finding, ScrubReport, scrub
@@ -64,12 +70,14 @@ def open(
     created_by: str | None = None,
     on_corruption: Callable[[Finding], object] | None = None,
     encryption: str | None = None,
+    remote: Remote | str | None = None,
     _unsafe_nosync: bool = False,
 ) -> Store:
     """Open (or create) the store at ``path``. See :class:`Store`."""
     return Store(
         path,
         encryption=encryption,
+        remote=remote,
         key=key,
         key_file=key_file,
         readonly=readonly,
@@ -104,6 +112,7 @@ class Store:
         created_by: str | None = None,
         on_corruption: Callable[[Finding], object] | None = None,
         encryption: str | None = None,
+        remote: Remote | str | None = None,
         _unsafe_nosync: bool = False,
     ) -> None:
         if encryption is not None and encryption not in CIPHERS:
@@ -124,6 +133,10 @@ class Store:
             raise InvalidInput(f"map_size must be an int of at least 65536, not {map_size!r}")
         if key is not None:
             key = keys.check_master_key(key)
+        if remote is not None:
+            if readonly:
+                raise InvalidInput("a read-only store cannot ship to a remote")
+            remote = remote if isinstance(remote, Remote) else Remote(remote)
         self.path = Path(check_path(path, "path")).absolute()
         self.readonly = readonly
         self.durability = durability
@@ -143,8 +156,26 @@ class Store:
             created_by=created_by or default_creator(),
             unsafe_nosync=_unsafe_nosync,
         )
+        self.remote = remote
+        self._shipper: Shipper | None = None
+        if remote is not None:
+            shipper = Shipper(
+                self.tables,
+                remote.objects,
+                remote.key or self.tables.master,
+                remote.interval,
+                durability,
+            )
+            try:
+                shipper.attach()
+            except BaseException:
+                self.tables.env.close()
+                raise
+            self._shipper = shipper
 
     def close(self) -> None:
+        if self._shipper is not None:
+            self._shipper.stop()
         self.tables.env.close()
 
     def __enter__(self) -> Self:
@@ -261,7 +292,7 @@ class Store:
         ``include_files=False``. Nothing is written unless every input is valid.
         """
         sink: ChunkSink = self
-        return create_checkpoint(
+        info = create_checkpoint(
             self.tables,
             self._components,
             sink,
@@ -284,6 +315,12 @@ class Store:
             created_by=created_by,
             progress=progress,
         )
+        self._changed()
+        return info
+
+    def _changed(self) -> None:
+        if self._shipper is not None:
+            self._shipper.poke()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -398,18 +435,25 @@ class Store:
 
     def pin(self, checkpoint_id: str) -> CheckpointInfo:
         """Pin a checkpoint: no retention policy will delete it."""
-        return lifecycle.set_flag(self.tables, checkpoint_id, FLAG_PINNED, True)
+        info = lifecycle.set_flag(self.tables, checkpoint_id, FLAG_PINNED, True)
+        self._changed()
+        return info
 
     def unpin(self, checkpoint_id: str) -> CheckpointInfo:
-        return lifecycle.set_flag(self.tables, checkpoint_id, FLAG_PINNED, False)
+        info = lifecycle.set_flag(self.tables, checkpoint_id, FLAG_PINNED, False)
+        self._changed()
+        return info
 
     def delete(self, checkpoint_id: str) -> None:
         """Delete one checkpoint, whole, in one transaction."""
         lifecycle.delete(self.tables, checkpoint_id)
+        self._changed()
 
     def delete_workflow(self, workflow_id: str) -> int:
         """Delete a workflow and all its checkpoints in one transaction; returns how many."""
-        return lifecycle.delete_workflow(self.tables, workflow_id)
+        count = lifecycle.delete_workflow(self.tables, workflow_id)
+        self._changed()
+        return count
 
     # -- integrity: scrub, monitor, backups -------------------------------------------------------
 
@@ -516,7 +560,55 @@ class Store:
     ) -> RetentionResult:
         """Apply retention. ``workflow_id=None``: every workflow; ``policy=None``: each
         workflow's own. Runs as bounded transactions, each leaving a valid store."""
-        return pruning.prune(self.tables, workflow_id, policy, dry_run=dry_run, now=now)
+        result = pruning.prune(self.tables, workflow_id, policy, dry_run=dry_run, now=now)
+        if result.deleted:
+            self._changed()
+        return result
+
+    # -- remote ----------------------------------------------------------------------------------
+
+    def _remote_shipper(self) -> Shipper:
+        if self._shipper is None:
+            raise InvalidInput("this store has no remote: open it with ckdb.open(..., remote=...)")
+        return self._shipper
+
+    def _link(self) -> Link:
+        shipper = self._remote_shipper()
+        if shipper.link is None:
+            shipper.link = Link.connect(shipper.objects, shipper.master)
+        return shipper.link
+
+    def sync_remote(self, timeout: float | None = None) -> ShipReport:
+        """Block until every change committed before this call is in the remote (or
+        RemoteError after ``timeout`` seconds; local checkpoints are never at risk)."""
+        return self._remote_shipper().sync(timeout)
+
+    def remote_status(self) -> RemoteStatus:
+        """Per workflow: the epoch this store owns it under, what is shipped, what is pending,
+        the lag, who fenced it; and the shipper's counters."""
+        return self._remote_shipper().status()
+
+    def take_over(
+        self, workflow_id: str, *, progress: Callable[[int, int], None] | None = None
+    ) -> TakeoverReport:
+        """Import a workflow from the remote (verified end to end), claim it and fence its old
+        owner; this store ships it from now on. CheckpointNotFound if the remote has none."""
+        report = importer.take_over(self.tables, self._link(), workflow_id, progress=progress)
+        self._changed()
+        return report
+
+    def gc_remote(self, *, margin: timedelta = timedelta(hours=1)) -> GcReport:
+        """Collect the remote's garbage for the workflows this store owns: a snapshot each,
+        then segments, snapshots and blobs that a snapshot at least ``margin`` old makes
+        unnecessary (docs/remote.md, "Garbage collection")."""
+        return remote_gc(self.tables, self._remote_shipper(), margin=margin)
+
+    def pull(
+        self, workflow_id: str, *, progress: Callable[[int, int], None] | None = None
+    ) -> TakeoverReport:
+        """Import a workflow read-only, to inspect or restore it; ``create`` for it raises
+        Fenced here until :meth:`take_over`."""
+        return importer.pull(self.tables, self._link(), workflow_id, progress=progress)
 
     def _payload_address(self, checkpoint_id: str, rtype: RecordType, name: str) -> bytes:
         """White-box, for tests: the ``payloads`` key of the frame holding a component."""

@@ -38,3 +38,39 @@ def store(store_path: Path) -> Iterator[ckdb.Store]:
     subject (retention has its own tests)."""
     with ckdb.open(store_path, retention=None) as s:
         yield s
+
+
+# --- remotes (tests/remote_helpers.py) -------------------------------------------------------
+
+REMOTE_BACKENDS = ["memory", "file", "moto"] + (
+    ["ceph"] if os.environ.get("CKDB_CEPH_ENDPOINT") else []
+)
+
+
+@pytest.fixture(params=REMOTE_BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """A remote backend (memory, file, moto; ceph when CKDB_CEPH_ENDPOINT is set)."""
+    from tests.remote_helpers import Backends
+
+    if request.param == "ceph":
+        request.applymarker(pytest.mark.ceph)
+    made = Backends(request.param, tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def twin(tmp_path: Path) -> Iterator[object]:
+    """The in-memory twin only (protocol unit tests)."""
+    from tests.remote_helpers import Backends
+
+    made = Backends("memory", tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def fleet_key() -> bytes:
+    import secrets
+
+    return secrets.token_bytes(32)

@@ -47,6 +47,21 @@ def test_format_tables_match_the_structs() -> None:
         assert offset == packed.size, name
 
 
+def test_remote_tables_match_the_structs() -> None:
+    from ckdb.remote import format as remote_format
+
+    tables = byte_tables((DOCS / "remote.md").read_text(encoding="utf-8"))
+    assert set(tables) == {"REMOTE_ROOT", "DIRTY_VALUE", "LIVE_ROW"}
+    for name, rows in tables.items():
+        packed: struct.Struct = getattr(remote_format, name, None) or getattr(layout, name)
+        assert packed.format == ">" + "".join(code for _o, _s, code in rows), name
+        offset = 0
+        for row_offset, size, code in rows:
+            assert row_offset == offset and struct.calcsize(">" + code) == size, (name, code)
+            offset += size
+        assert offset == packed.size, name
+
+
 def test_record_types_are_documented() -> None:
     text = (DOCS / "format.md").read_text(encoding="utf-8")
     for rtype in layout.RecordType:

@@ -17,6 +17,7 @@ attribute           sub-database(s)                  module
 ``workflows``       workflows                        ``workflows.py``
 ``settings``        settings                         ``workflows.py``
 ``marks``           marks                            ``workflows.py``
+``remote``          remote (a remote's local state)  ``remote.py``
 ==================  ===============================  ==========================================
 
 The methods of :class:`Tables` itself span sub-databases: the newest valid checkpoint of a
@@ -25,21 +26,28 @@ workflow, a checkpoint's registry slot and listing record, deleting a whole chec
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ckdb import keys as keyring
 from ckdb._env import Env, Txn
 from ckdb.capture import manifest_chunks
-from ckdb.errors import CheckpointNotFound, FormatError, IntegrityError
+from ckdb.errors import CheckpointNotFound, Fenced, FormatError, IntegrityError, WrongKey
 from ckdb.keys import Keyring
 from ckdb.layout import (
     DB_INFO,
     DB_REGISTRY,
+    DB_REMOTE,
     FLAG_MANUAL,
     FLAG_MARKED,
     FLAG_PINNED,
+    FORMAT,
     ID_SIZE,
+    INCOMPAT_REMOTE,
+    INFO_FORMAT,
+    INFO_KEYCHECK,
     INFO_KEYRING,
     id_to_text,
     split_registry_key,
@@ -51,16 +59,19 @@ from ckdb.tables.checkpoints import Checkpoints, Registry
 from ckdb.tables.chunks import Chunks
 from ckdb.tables.frames import Frames
 from ckdb.tables.payloads import Payloads, PayloadTable, label
+from ckdb.tables.remote import Cursor, RemoteState
 from ckdb.tables.workflows import Marks, Settings, Workflows
 
 __all__ = [
     "Checkpoints",
     "Chunks",
+    "Cursor",
     "Frames",
     "Marks",
     "PayloadTable",
     "Payloads",
     "Registry",
+    "RemoteState",
     "Settings",
     "Tables",
     "Workflows",
@@ -99,6 +110,11 @@ class Tables:
         self.workflows = Workflows(self.frames)
         self.settings = Settings(self.frames)
         self.marks = Marks(self.frames)
+        self.remote = RemoteState(self.frames)
+        # Is the remote sub-database open here, and has a remote been attached (seen True once,
+        # it stays True: a remote is never detached)?
+        self.has_remote_db = env.is_open(DB_REMOTE)
+        self._attached = False
         self.path = path
         self.uuid = uuid
         self.master = master
@@ -139,6 +155,54 @@ class Tables:
     def policy(self, txn: Txn, wf_key: bytes) -> RetentionPolicy | None:
         """The retention policy of a workflow: its own, else the store's default."""
         return self.settings.policy(txn, wf_key, self.retention)
+
+    # -- remote: changes to ship, fences -----------------------------------------------------
+
+    def remote_attached(self, txn: Txn) -> bool:
+        """Has a remote been attached to this store (by any process)? One lookup until it has."""
+        if not self._attached and self.has_remote_db:
+            self._attached = self.remote.is_attached(txn)
+        return self._attached
+
+    def set_incompat_remote(self, txn: Txn) -> None:
+        """Set the incompatible feature flag of remotes in the format record (and the key check
+        over it) inside ``txn``: ckdb older than remotes must not write unshipped changes."""
+        fmt = txn.get(DB_INFO, INFO_FORMAT)
+        check = txn.get(DB_INFO, INFO_KEYCHECK)
+        if fmt is None or check is None:
+            raise FormatError(f"{self.path}: the store header is damaged")
+        magic, version, incompat, compat, uuid, created = FORMAT.unpack(fmt)
+        if incompat & INCOMPAT_REMOTE:
+            return
+        kek = keyring.kek_for(self.master, self.uuid)
+        if not hmac.compare_digest(keyring.key_check(kek, fmt), check):
+            raise WrongKey("the store was re-keyed by another process; reopen it first")
+        new = FORMAT.pack(magic, version, incompat | INCOMPAT_REMOTE, compat, uuid, created)
+        txn.put(DB_INFO, INFO_FORMAT, new)
+        txn.put(DB_INFO, INFO_KEYCHECK, keyring.key_check(kek, new))
+
+    def note_change(self, txn: Txn, wf_key: bytes, deleted: Iterable[bytes] = ()) -> None:
+        """A workflow changed in ``txn`` (created, deleted, pinned, unpinned): mark it for the
+        shipper; ``deleted``: checkpoints the user or retention deleted, mirrored as deletes."""
+        if self.remote_attached(txn):
+            self.remote.changed(txn, wf_key, now_us())
+            for cid in deleted:
+                self.remote.tomb(txn, wf_key, cid)
+
+    def check_not_fenced(self, txn: Txn, wf_key: bytes, workflow_id: str) -> None:
+        """Fenced if another host owns the workflow (or it was pulled read-only)."""
+        if self.remote_attached(txn) and self.remote.is_fenced(txn, wf_key):
+            doc = self.remote.fence(txn, wf_key) or {}
+            if doc.get("reason") == "pulled":
+                raise Fenced(
+                    f"workflow {workflow_id!r} was pulled from the remote for inspection; "
+                    "take_over() it before creating checkpoints"
+                )
+            raise Fenced(
+                f"workflow {workflow_id!r} was taken over by {doc.get('host', '?')} (epoch "
+                f"{doc.get('epoch', '?')}); this store no longer owns it (take_over() to resume "
+                "it here)"
+            )
 
     # -- across sub-databases --------------------------------------------------------------------
 

@@ -150,6 +150,7 @@ def run_agent(
     out: Callable[[str], None] | None = None,
     open_kwargs: dict[str, Any] | None = None,
     store: ckdb.Store | None = None,
+    sync_remote: bool = False,
 ) -> AgentResult:
     """Run the agent to completion, resuming from the newest valid checkpoint if there is one.
 
@@ -157,7 +158,9 @@ def run_agent(
     file created, uncheckpointed), call ``on_hold()`` — the demo's process blocks there to be
     killed. ``step_delay`` seconds of "thinking" per step give a harness windows to kill in.
     ``store``: use this open store (a harness's) instead of opening ``store_path``; it is left
-    open. Raises :class:`AgentError` if a restored working directory does not match its state.
+    open. ``sync_remote``: after each checkpoint, wait until it is in the store's remote (an
+    agent that would rather wait than lose a step if its host dies). Raises :class:`AgentError`
+    if a restored working directory does not match its state.
     """
     say = out or (lambda _msg: None)
     steps = plan_steps(phases, steps_per_phase)
@@ -234,9 +237,13 @@ def run_agent(
             state = _state(phase, phases, completed, total, config, f"{phase}/{step}")
             info = store.create(workflow_id, phase, state=state, files=root)
             created.append(info.id)
+            shipped = ""
+            if sync_remote:
+                store.sync_remote(timeout=60)
+                shipped = ", shipped"
             say(
                 f"{phase} {step}/{steps_per_phase}: checkpoint #{info.sequence} {info.id} "
-                f"({len(new)} files)"
+                f"({len(new)} files{shipped})"
             )
         return AgentResult(
             completed=completed,
@@ -279,7 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workflow", default=WORKFLOW)
     parser.add_argument("--hold-at", help="PHASE:STEP: stop half way through that step")
     parser.add_argument("--step-delay", type=float, default=0.0)
+    parser.add_argument("--remote", help="ship to this remote, and sync after every checkpoint")
+    parser.add_argument("--remote-key-file", help="the fleet's master key")
     args = parser.parse_args(argv)
+    open_kwargs: dict[str, Any] = {}
+    if args.remote:
+        open_kwargs["remote"] = ckdb.Remote(args.remote, key_file=args.remote_key_file)
     hold = None
     if args.hold_at:
         phase, _, step = args.hold_at.partition(":")
@@ -292,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_hold=_hold_forever,
         step_delay=args.step_delay,
         out=lambda msg: print(msg, flush=True),
+        open_kwargs=open_kwargs,
+        sync_remote=bool(args.remote),
     )
     ok = read_tree(args.workdir) == expected_files(result.completed)
     print(

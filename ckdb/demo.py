@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import ckdb
@@ -37,7 +37,7 @@ from ckdb.testing.damage import corrupt_component
 HOLD = (agent.RISKY_PHASE, 2)
 
 
-class _Checks:
+class Checks:
     def __init__(self, out: Callable[[str], None]) -> None:
         self.out = out
         self.failed: list[str] = []
@@ -70,12 +70,17 @@ def _agent_env() -> dict[str, str]:
     return env
 
 
-def _run_agent_process(
-    store: Path, workdir: Path, out: Callable[[str], None], hold: bool
+def run_agent_process(
+    store: Path,
+    workdir: Path,
+    out: Callable[[str], None],
+    hold: bool,
+    extra: Sequence[str] = (),
+    label: str = "agent",
 ) -> tuple[int, list[str], str]:
     """Run the agent as a process, echoing its lines; with ``hold``, SIGKILL it at the hold
     point. Returns (returncode, lines, stderr)."""
-    extra = ["--hold-at", f"{HOLD[0]}:{HOLD[1]}"] if hold else []
+    extra = [*extra, "--hold-at", f"{HOLD[0]}:{HOLD[1]}"] if hold else list(extra)
     lines: list[str] = []
     with subprocess.Popen(
         _agent_cmd(store, workdir, *extra),
@@ -94,7 +99,7 @@ def _run_agent_process(
                 proc.send_signal(signal.SIGKILL)
                 break
             lines.append(line)
-            out(f"   agent | {line}")
+            out(f"   {label} | {line}")
         proc.stdout.read()
         stderr = proc.stderr.read()
         # The agent's stdin stays open until here: it blocks on it at the hold point.
@@ -122,6 +127,17 @@ def run_demo(
 ) -> int:
     """Run the demo in ``directory`` (default: a temporary one, removed afterwards unless
     ``keep``). Returns 0 if every step behaved, 1 otherwise."""
+    return run_in(directory, keep, out, _demo)
+
+
+def run_in(
+    directory: str | os.PathLike[str] | None,
+    keep: bool,
+    out: Callable[[str], None],
+    body: Callable[[Path, Callable[[str], None]], int],
+) -> int:
+    """Run a demo ``body(base, out)`` in ``directory`` (which must be empty) or a temporary
+    directory, removed afterwards unless ``keep``."""
     if directory is None:
         base = Path(tempfile.mkdtemp(prefix="ckdb-demo-"))
         remove = not keep
@@ -133,7 +149,7 @@ def run_demo(
         remove = False
     try:
         with _quiet_ckdb_log():
-            return _demo(base, out)
+            return body(base, out)
     finally:
         if remove:
             shutil.rmtree(base, ignore_errors=True)
@@ -144,7 +160,7 @@ def run_demo(
 def _demo(base: Path, out: Callable[[str], None]) -> int:
     store_path = base / "agent.ckdb"
     workdir = base / "workdir"
-    checks = _Checks(out)
+    checks = Checks(out)
     steps = agent.plan_steps()
     total = len(steps)
     hold_index = steps.index(HOLD)
@@ -155,7 +171,7 @@ def _demo(base: Path, out: Callable[[str], None]) -> int:
         f"1. An agent works through {total} steps in phases {', '.join(agent.PHASES)}, "
         "checkpointing after each (state + files)."
     )
-    code, _lines, stderr = _run_agent_process(store_path, workdir, out, hold=True)
+    code, _lines, stderr = run_agent_process(store_path, workdir, out, hold=True)
     checks.check(code == -signal.SIGKILL, f"the agent died of SIGKILL (returncode {code})")
     if code != -signal.SIGKILL and stderr.strip():
         out("   agent stderr: " + stderr.strip().splitlines()[-1])
@@ -167,7 +183,7 @@ def _demo(base: Path, out: Callable[[str], None]) -> int:
     out("")
 
     out("2. Starting the agent again: it restores the latest valid checkpoint and resumes.")
-    code, lines, stderr = _run_agent_process(store_path, workdir, out, hold=False)
+    code, lines, stderr = run_agent_process(store_path, workdir, out, hold=False)
     if code != 0 and stderr.strip():
         out("   agent stderr: " + stderr.strip().splitlines()[-1])
     resumed = any(f"resuming at {HOLD[0]}/{HOLD[1]}" in line for line in lines)

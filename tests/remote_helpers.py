@@ -133,12 +133,18 @@ class Faulty:
         self.calls: dict[str, int] = {}
         self.faults = 0
         self.enabled = True
+        # Outcomes forced on the next PUTs (``"fail"`` / ``"lose"``), before the dice decide.
+        self.script: list[str] = []
 
     def _roll(self, op: str) -> tuple[bool, bool]:
         with self.lock:
             self.calls[op] = self.calls.get(op, 0) + 1
             if not self.enabled or op not in self.only:
                 return False, False
+            if self.script and op.startswith("put"):
+                forced = self.script.pop(0)
+                self.faults += 1
+                return forced == "fail", forced == "lose"
             fail = self.rng.random() < self.fail
             lose = not fail and op.startswith("put") and self.rng.random() < self.lose
             if fail or lose:

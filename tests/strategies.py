@@ -28,7 +28,9 @@ values = st.recursive(
 )
 
 names = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=30
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=30,
 )
 
 state = st.dictionaries(names, values, max_size=5)

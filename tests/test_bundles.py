@@ -123,9 +123,7 @@ C, B, R = int(RecordType.COMPONENT), int(RecordType.BUNDLE), int(RecordType.RESO
         pytest.param([[B, "", 0, 60, D]], id="empty-bundle"),
         pytest.param([[B, "x", 1, 60, D], [C, "a", 1, 0, D]], id="named-bundle"),
         pytest.param([[B, "", 1, 0, D], [C, "a", 1, 0, D]], id="bundle-without-a-frame"),
-        pytest.param(
-            [[B, "", 1, 60, D], [C, "a", 1, 0, D], [B, "", 1, 60, D]], id="two-bundles"
-        ),
+        pytest.param([[B, "", 1, 60, D], [C, "a", 1, 0, D], [B, "", 1, 60, D]], id="two-bundles"),
         pytest.param([[B, "", 1, 60, D], [R, "resources", 1, 0, D]], id="bundled-resources"),
     ],
 )

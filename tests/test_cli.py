@@ -39,7 +39,18 @@ def populated(tmp_path: Path) -> dict[str, Any]:
             "wf", "review", state={"b": b"\x00", "f": float("nan")}, kind="manual", name="m"
         )
         store.pin(second.id)
+    # A fleet: another host shipped workflow "fleet-wf" to a file:// remote under a shared key.
+    fleet_key = tmp_path / "fleet.key"
+    fleet_key.write_text(os.urandom(32).hex())
+    remote_url = f"file://{tmp_path / 'remote'}"
+    fleet = ckdb.Remote(remote_url, key=bytes.fromhex(fleet_key.read_text()))
+    with ckdb.open(tmp_path / "other.ckdb", remote=fleet) as other:
+        other.create("fleet-wf", "a", state={"progress": {"step": 1}})
+        other.create("fleet-wf", "b", state={"progress": {"step": 2}})
+        assert other.sync_remote(timeout=30).ok
     return {
+        "remote": remote_url,
+        "fleetkey": str(fleet_key),
         "store": str(store_path),
         "tmp": str(tmp_path),
         "work": str(workdir),
@@ -104,6 +115,24 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("get-retention", ["get-retention", "wf", "--json"], 0, "object"),
     ("stats", ["stats", "--json"], 0, "object"),
     ("workflows", ["workflows", "--json"], 0, "array"),
+    *[
+        (
+            f"remote {sub}",
+            ["remote", sub, *args, "--remote", "{remote}", *key, "--json"],
+            0,
+            "object",
+        )
+        for sub, args, key in [
+            ("init", [], ["--remote-key-file", "{fleetkey}"]),
+            ("status", [], ["--remote-key-file", "{fleetkey}"]),
+            ("sync", [], ["--remote-key-file", "{fleetkey}"]),
+            ("pull", ["fleet-wf"], ["--remote-key-file", "{fleetkey}"]),
+            ("take-over", ["fleet-wf"], ["--remote-key-file", "{fleetkey}"]),
+            ("check", ["--deep"], ["--remote-key-file", "{fleetkey}"]),
+            ("gc", ["--margin", "0s"], ["--remote-key-file", "{fleetkey}"]),
+            ("selftest", [], []),
+        ]
+    ],
 ]
 
 
@@ -355,12 +384,25 @@ def test_progress_display_runs_with_rich(capsys: pytest.CaptureFixture[str]) -> 
 # --- help and the CLI reference -----------------------------------------------------------------
 
 
-def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    parser = cli.build_parser()
+def _choices(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser] | None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
-    raise AssertionError("no subcommands")
+    return None
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    """Every leaf command: ``create``, ..., and a group's as ``remote sync``."""
+    top = _choices(cli.build_parser())
+    assert top, "no subcommands"
+    leaves = {}
+    for name, parser in top.items():
+        nested = _choices(parser)
+        if nested is None:
+            leaves[name] = parser
+        else:
+            leaves.update({f"{name} {sub}": p for sub, p in nested.items()})
+    return leaves
 
 
 def _documented_names(parser: argparse.ArgumentParser) -> list[str]:
@@ -379,7 +421,7 @@ def _doc_sections() -> dict[str, str]:
     text = CLI_DOC.read_text(encoding="utf-8")
     sections: dict[str, str] = {}
     for part in re.split(r"^### ", text, flags=re.M)[1:]:
-        match = re.match(r"`ckdb ([a-z-]+)`", part)
+        match = re.match(r"`ckdb ([a-z-]+(?: [a-z-]+)?)`", part)
         assert match, part[:40]
         sections[match.group(1)] = part
     sections["(global)"] = text.split("## Global options", 1)[1].split("## Commands", 1)[0]
@@ -409,7 +451,7 @@ def test_global_options_are_documented() -> None:
 @pytest.mark.parametrize("name", sorted(_subparsers()))
 def test_every_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.main([name, "--help"])
+        cli.main([*name.split(), "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: ckdb {name}")
@@ -422,6 +464,32 @@ def test_top_level_help_and_version_as_a_process() -> None:
     code, out, _ = run_proc(["--help"])
     assert code == 0
     for name in _subparsers():
-        assert name in out
+        assert name.split()[0] in out
     code, out, _ = run_proc(["--version"])
     assert code == 0 and out.strip() == f"ckdb {ckdb.__version__}"
+
+
+def test_remote_take_over_fences_the_old_owner_and_errors_are_one_line(
+    populated: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    remote = ["--remote", populated["remote"], "--remote-key-file", populated["fleetkey"]]
+    code, out, err = run_main(["--store", populated["store"], "remote", "take-over", "fleet-wf",
+                               *remote], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "took fleet-wf over (epoch 2): 2 checkpoints in the remote, 2 imported" in out
+    # The old owner does not know yet; its next ship of fleet-wf finds the fence ...
+    other = str(Path(populated["tmp"]) / "other.ckdb")
+    code, out, err = run_main(["--store", other, "create", "fleet-wf", "late"], capsys)
+    assert code == 0, err
+    code, out, err = run_main(["--store", other, "remote", "sync", *remote], capsys)
+    assert code == 1 and "fleet-wf: FENCED" in out
+    # ... and from then on its creates of fleet-wf are refused (exit code of Fenced).
+    code, out, err = run_main(["--store", other, "create", "fleet-wf", "later"], capsys)
+    assert code == ckdb.Fenced.exit_code and "Fenced" not in out
+    code, _out, err = run_main(["--store", other, "remote", "status", *remote, "--json"], capsys)
+    doc = json.loads(_out)
+    assert [w["fenced_by"] is not None for w in doc["workflows"]] == [True]
+    # No remote named: one clear line, the InvalidInput code, nothing opened.
+    code, out, err = run_main(["--store", other, "remote", "status"], capsys)
+    assert code == ckdb.InvalidInput.exit_code
+    assert err.startswith("ckdb: error: which remote?") and len(err.splitlines()) == 1

@@ -374,7 +374,11 @@ def test_same_deeply_nested() -> None:
 )
 def test_check_format(magic: bytes, version: int, incompat: int, compat: int, uuid: bytes) -> None:
     record = layout.FORMAT.pack(magic, version, incompat, compat, uuid, 0)
-    ok = magic == layout.STORE_MAGIC and version == layout.FORMAT_VERSION and not incompat & ~layout.INCOMPAT_KNOWN
+    ok = (
+        magic == layout.STORE_MAGIC
+        and version == layout.FORMAT_VERSION
+        and not incompat & ~layout.INCOMPAT_KNOWN
+    )
     if ok:
         assert _open.check_format(record) == uuid
     else:

@@ -105,3 +105,17 @@ def test_agent_uses_a_given_open_store(tmp_path: Path) -> None:
         result = agent.run_agent("unused", tmp_path / "w", store=store)
         assert result.done and not store.closed
         assert len(store.list(agent.WORKFLOW)) == result.total + 1
+
+
+def test_fleet_demo_in_process(tmp_path: Path) -> None:
+    from ckdb.demo_fleet import run_fleet_demo
+
+    lines: list[str] = []
+    assert run_fleet_demo(tmp_path / "fleet", out=lines.append) == 0, "\n".join(lines)
+    text = "\n".join(lines)
+    assert "FAILED" not in text
+    assert "returncode -9" in text
+    assert "resuming at refactor/2" in text
+    assert "B owns demo-agent under epoch 2" in text
+    assert "its next create raised Fenced" in text
+    assert lines[-1] == "fleet demo finished: every step behaved."

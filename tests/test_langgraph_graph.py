@@ -53,7 +53,9 @@ def test_graph_killed_mid_node_then_resumed(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the work node runs (or the worker dies)
-        assert json.loads(line)["event"] == "work-started", proc.stderr.read() if proc.stderr else ""
+        assert json.loads(line)["event"] == "work-started", (
+            proc.stderr.read() if proc.stderr else ""
+        )
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=60)

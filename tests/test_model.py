@@ -58,15 +58,11 @@ class StoreModel(RuleBasedStateMachine):
         blob=BLOBS,
         manual=st.booleans(),
     )
-    def create(
-        self, wf: str, phase: str, state: dict[str, Any], blob: bytes, manual: bool
-    ) -> str:
+    def create(self, wf: str, phase: str, state: dict[str, Any], blob: bytes, manual: bool) -> str:
         state = dict(state)
         state["blob"] = blob
         kind = "manual" if manual else "automatic"
-        info = self.store.create(
-            wf, phase, state=state, kind=kind, name="m" if manual else None
-        )
+        info = self.store.create(wf, phase, state=state, kind=kind, name="m" if manual else None)
         items = self.model.setdefault(wf, [])
         assert info.parent_id == (items[-1][0] if items else None)
         items.append((info.id, phase, kind, state))

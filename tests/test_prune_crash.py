@@ -129,9 +129,7 @@ def check_store(path: Path, t: Template) -> int:
         assert all(c.status != "corrupted" for c in listed)
         # The transactions prune makes for this plan (oldest first; every FILES_EVERY-th
         # checkpoint holds files, which makes a transaction smaller).
-        work = [
-            (b"", i, cid, b"", i % FILES_EVERY == 0) for i, cid in enumerate(t.ids[:-KEEP])
-        ]
+        work = [(b"", i, cid, b"", i % FILES_EVERY == 0) for i, cid in enumerate(t.ids[:-KEEP])]
         ends = {0, *itertools.accumulate(len(b) for b in pruning.prune_batches(work))}
         assert TOTAL - len(left) in ends or len(left) == KEEP, (
             f"{TOTAL - len(left)} deleted: not a whole number of transactions {sorted(ends)}"

@@ -39,6 +39,7 @@ def test_refused_without_a_target_and_nothing_written(
     captured: tuple[ckdb.Store, Path, str], latest: bool
 ) -> None:
     store, src, cid = captured
+
     def attempt() -> object:
         if latest:
             return store.restore_latest("wf", allow_recorded_dir=False)

@@ -403,12 +403,18 @@ def test_rotation_refuses_when_another_process_changed_the_master_key(store_path
         info = mine.create("wf", "p", state={"x": {"v": 1}})
         # Another process re-keys the store while this one keeps it open.
         proc = subprocess.run(
-            [sys.executable, "-c",
-             "import ckdb\n"
-             f"s = ckdb.open({str(store_path)!r}, key={k1!r}, retention=None)\n"
-             f"s.rotate_key({k2!r})\n"
-             "s.close()\n"],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-c",
+                "import ckdb\n"
+                f"s = ckdb.open({str(store_path)!r}, key={k1!r}, retention=None)\n"
+                f"s.rotate_key({k2!r})\n"
+                "s.close()\n",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert proc.returncode == 0, proc.stderr
         with pytest.raises(ckdb.WrongKey, match="re-keyed by another process"):
@@ -463,8 +469,9 @@ def test_scrub_reports_integration_frames_with_damaged_magic(store: ckdb.Store) 
     """Scrub skipped integration values whose first bytes no longer read as a frame, so damage
     there was invisible to scrub, the monitor and backup verification. Found in review."""
     store._env.ensure_db(b"lg_test")
-    frame = store.tables.frames.frame(ckdb.layout.RecordType.INTEGRATION, b"lg_test", b"k", b"payload",
-                         ckdb.layout.Codec.NONE)
+    frame = store.tables.frames.frame(
+        ckdb.layout.RecordType.INTEGRATION, b"lg_test", b"k", b"payload", ckdb.layout.Codec.NONE
+    )
     store._env.write(lambda txn: txn.put(b"lg_test", b"k", frame))
     assert store.scrub().ok
     damaged = bytes([frame[0] ^ 0xFF]) + frame[1:]
@@ -489,7 +496,11 @@ def test_crash_resume_report_without_kills_is_not_ok() -> None:
     from ckdb.testing.runner import CrashResumeReport
 
     report = CrashResumeReport(
-        workflow="w:f", reference_result=None, reference_points=(), trials=(), minimal=None,
+        workflow="w:f",
+        reference_result=None,
+        reference_points=(),
+        trials=(),
+        minimal=None,
         seed=1,
     )
     assert not report.ok
@@ -521,7 +532,9 @@ def test_langgraph_put_never_deletes_the_checkpoint_it_wrote(store: ckdb.Store) 
     assert saver.get_tuple(early) is not None
 
 
-def test_missing_working_directory_is_a_warning_of_create(store: ckdb.Store, tmp_path: Path) -> None:
+def test_missing_working_directory_is_a_warning_of_create(
+    store: ckdb.Store, tmp_path: Path
+) -> None:
     """A mistyped files= path was recorded silently (the seed records a missing working
     directory rather than raising); it is now also among the create's warnings, which the CLI
     prints. Found in review."""
@@ -535,6 +548,7 @@ def test_cli_refuses_two_options_reading_stdin(tmp_path: Path) -> None:
     error. Found in review."""
     from ckdb.cli import main
 
-    code = main(["--store", str(tmp_path / "s"), "create", "wf", "p", "--state", "-",
-                 "--resources", "-"])
+    code = main(
+        ["--store", str(tmp_path / "s"), "create", "wf", "p", "--state", "-", "--resources", "-"]
+    )
     assert code == ckdb.InvalidInput.exit_code

@@ -149,8 +149,9 @@ def test_encoding_round_trips_every_supported_value(value: object) -> None:
 
 
 @given(st.data())
-def test_store_round_trips_generated_state(tmp_path_factory: pytest.TempPathFactory,
-                                           data: st.DataObject) -> None:
+def test_store_round_trips_generated_state(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     path = tmp_path_factory.mktemp("rt") / "s"
     state = data.draw(strategies.state)
     resources = data.draw(strategies.values)

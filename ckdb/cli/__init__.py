@@ -8,7 +8,8 @@ check ran and found problems. ``--json`` prints machine-readable output on every
 prints data. Progress bars (``rich``) go to stderr, only when it is a terminal.
 
 One module per group of commands: ``checkpoints`` (create, list, restore, ...), ``maintenance``
-(retention, scrub, monitor, backups, stats, the demo) and ``keys``; ``common`` holds what they
+(retention, scrub, monitor, backups, stats, the demo), ``keys`` and ``remote`` (``ckdb remote
+...``: shipping, take-over, checks); ``common`` holds what they
 share. Each registers its subcommands with :func:`build_parser`.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import ckdb
-from ckdb.cli import checkpoints, keys, maintenance
+from ckdb.cli import checkpoints, keys, maintenance, remote
 from ckdb.cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
-    for group in (checkpoints, maintenance, keys):
+    for group in (checkpoints, maintenance, keys, remote):
         group.register(add)
     return parser
 
@@ -137,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     kwargs["encryption"] = args.encryption
             else:
                 kwargs["create"] = False
+            if getattr(args, "attach_remote", False):
+                kwargs["remote"] = remote.remote_from_args(args)
             with ckdb.open(path, **kwargs) as store:
                 return int(args.func(store, args))
         except CkdbError as err:

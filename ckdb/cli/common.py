@@ -110,7 +110,10 @@ def short(info: ckdb.CheckpointInfo | None, cid: str) -> str:
 class Progress:
     """Progress display on stderr, shown only when stderr is a terminal and rich is installed."""
 
-    def __init__(self, enabled: bool, label: str, total: int | None = None) -> None:
+    def __init__(
+        self, enabled: bool, label: str, total: int | None = None, *, counting: bool = False
+    ) -> None:
+        """``counting``: the bar counts items (``done/total``), not bytes."""
         self.label = label
         self.total = total
         self._progress: Any = None
@@ -124,6 +127,7 @@ class Progress:
             from rich.progress import (  # noqa: PLC0415
                 BarColumn,
                 DownloadColumn,
+                MofNCompleteColumn,
                 Progress,
                 SpinnerColumn,
                 TextColumn,
@@ -133,12 +137,12 @@ class Progress:
         except ImportError:  # pragma: no cover - rich is a dependency; degrade quietly
             return
         self._console = Console(stderr=True)
+        amounts = (MofNCompleteColumn(),) if counting else (DownloadColumn(), TransferSpeedColumn())
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            *amounts,
             TimeRemainingColumn(),
             console=self._console,
             transient=True,
@@ -164,6 +168,12 @@ class Progress:
                     description=f"{self.label} ({entries} entries)",
                 )
 
+    def steps(self, done: int, total: int) -> None:
+        """A ``progress(done, total)`` callback (take-over, pull)."""
+        if self._progress is not None:
+            with self._lock:
+                self._progress.update(self._task, completed=done, total=total)
+
     def stage(self, text: str) -> None:
         """A ``progress(stage)`` callback (backup, compact)."""
         if self._progress is not None:
@@ -175,13 +185,19 @@ class Progress:
         return self.bytes if self._progress is not None else None
 
     @property
+    def steps_callback(self) -> Callable[[int, int], None] | None:
+        return self.steps if self._progress is not None else None
+
+    @property
     def stage_callback(self) -> Callable[[str], None] | None:
         return self.stage if self._progress is not None else None
 
 
-def progress(args: argparse.Namespace, label: str, total: int | None = None) -> Progress:
+def progress(
+    args: argparse.Namespace, label: str, total: int | None = None, *, counting: bool = False
+) -> Progress:
     enabled = not args.no_progress and not args.json and sys.stderr.isatty()
-    return Progress(enabled, label, total)
+    return Progress(enabled, label, total, counting=counting)
 
 
 def tree_bytes(root: Path) -> int | None:

@@ -233,6 +233,10 @@ def cmd_workflows(store: ckdb.Store, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(_store: None, args: argparse.Namespace) -> int:
+    if args.fleet:
+        from ckdb.demo_fleet import run_fleet_demo  # noqa: PLC0415 - only the demo needs it
+
+        return run_fleet_demo(args.dir, keep=args.keep)
     from ckdb.demo import run_demo  # noqa: PLC0415 - only the demo needs it
 
     return run_demo(args.dir, keep=args.keep)
@@ -335,3 +339,8 @@ def register(add: Add) -> None:
         "--dir", type=Path, metavar="DIR", help="work in DIR (default: a temporary directory)"
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="the two-host act: host A ships to a file:// remote and dies, host B takes over",
+    )

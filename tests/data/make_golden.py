@@ -34,10 +34,15 @@ def main(archive: str) -> None:
         for name, enc in (("plain", None), ("encrypted", "aes-gcm")):
             with ckdb.open(root / name, key=KEY, encryption=enc, retention=None) as s:
                 s.create("golden", "planning", state={"task": {"n": 1, "big": 2**70}})
-                s.create("golden", "work", state={"task": {"n": 2}, "f": {"x": float("inf")}},
-                         files=work, resources={"cpu": 2}, dependencies={"python": "3.11"})
-                s.create("golden", "review", kind="manual", name="before-risky-step",
-                         pinned=True)
+                s.create(
+                    "golden",
+                    "work",
+                    state={"task": {"n": 2}, "f": {"x": float("inf")}},
+                    files=work,
+                    resources={"cpu": 2},
+                    dependencies={"python": "3.11"},
+                )
+                s.create("golden", "review", kind="manual", name="before-risky-step", pinned=True)
                 s.set_retention("golden", "minimal")
                 if enc:
                     s.rotate_key(KEY, new_data_key=True)

@@ -217,7 +217,14 @@ class Store:
         """Re-wrap the store's keys under ``new_master_key`` in one transaction (None: generate
         one, for stores that use their own key file). With ``new_data_key=True``, also start a new
         data key for new writes and re-tag old frames in bounded, resumable transactions. Retired
-        keys stay in the store, so older backups still verify."""
+        keys stay in the store, so older backups still verify. Refused (InvalidInput) while a
+        remote is attached whose fleet key is this master key: the store would lose its remote."""
+        if self.remote is not None and self.remote.key is None:
+            raise InvalidInput(
+                "this store ships to a remote under its master key (the fleet key): rotating it "
+                "would lock the store out of its remote. Open the store with "
+                "Remote(..., key=<the fleet key>) to rotate its own master key"
+            )
         return rotate_key(self.tables, new_master_key, new_data_key)
 
     def retag(self, max_batches: int | None = None) -> RotationReport:

@@ -57,6 +57,10 @@ RELAXED_ROUNDS = int(
     os.environ.get("CKDB_RELAXED_ROUNDS", str(20 if ROUNDS <= 150 else ROUNDS // 5))
 )
 N_OPS = 20
+# rounds with a remote attached: 6 in the fast tier, a fifth of a deeper CKDB_CRASH_ROUNDS
+REMOTE_ROUNDS = int(
+    os.environ.get("CKDB_REMOTE_CRASH_ROUNDS", str(6 if ROUNDS <= 150 else ROUNDS // 5))
+)
 PROBLEMS = (
     "structural",
     "lost_creates",
@@ -71,6 +75,7 @@ PROBLEMS = (
     "claimed_unwritten",
     "backup_problems",
     "prefix_violation",
+    "remote_problems",
 )
 
 
@@ -83,11 +88,27 @@ def _env() -> dict:
     return env
 
 
+def _remote_args(base: Path) -> list[str]:
+    """A file:// remote and the fleet key, next to the round (outside the power-loss mount:
+    the bucket is another machine, which keeps its power)."""
+    key = base / "fleet.key"
+    if not key.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        key.write_text(os.urandom(32).hex())
+    return ["--remote", f"file://{base / 'bucket'}", "--remote-key-file", str(key)]
+
+
 def _writer_argv(
-    store: Path, workdir: Path, n: int, seed: int, unsafe: bool, durability: str = "sync"
+    store: Path,
+    workdir: Path,
+    n: int,
+    seed: int,
+    unsafe: bool,
+    durability: str = "sync",
+    remote: list[str] | None = None,
 ) -> list[str]:
     argv = [sys.executable, WORKER, "write", str(store), "--workdir", str(workdir)]
-    argv += ["--n", str(n), "--seed", str(seed)]
+    argv += ["--n", str(n), "--seed", str(seed), *(remote or [])]
     if durability != "sync":
         argv += ["--durability", durability]
     return argv + (["--unsafe-nosync"] if unsafe else [])
@@ -99,15 +120,16 @@ def _prepare(fs: PowerLossFS) -> Path:
     return fs.mountpoint / "stores" / "store"
 
 
-def _calibrate(base: Path, unsafe: bool, durability: str = "sync") -> dict:
+def _calibrate(base: Path, unsafe: bool, durability: str = "sync", remote: bool = False) -> dict:
     """Counts of sync points / writes of an uninterrupted run (and of open alone)."""
     out = {}
     for label, n in (("open", 0), ("full", N_OPS)):
         with PowerLossFS(base / f"cal-{label}") as fs:
             store = _prepare(fs)
             s0 = fs.stats()
+            extra = _remote_args(base / f"cal-{label}") if remote else None
             w = run_writer(
-                _writer_argv(store, base / f"cal-{label}" / "wd", n, 1, unsafe, durability),
+                _writer_argv(store, base / f"cal-{label}" / "wd", n, 1, unsafe, durability, extra),
                 env=_env(),
             )
             assert w.returncode == 0 and w.lines[-1] == "DONE", (w.lines[-3:], w.stderr[-3000:])
@@ -120,9 +142,17 @@ def _calibrate(base: Path, unsafe: bool, durability: str = "sync") -> dict:
 
 
 def _round(
-    base: Path, seed: int, mode: str, cut: str, unsafe: bool, cal: dict, durability: str = "sync"
+    base: Path,
+    seed: int,
+    mode: str,
+    cut: str,
+    unsafe: bool,
+    cal: dict,
+    durability: str = "sync",
+    remote: bool = False,
 ) -> dict:
     rnd = random.Random(seed)
+    extra = _remote_args(base) if remote else None
     with PowerLossFS(base) as fs:
         store = _prepare(fs)
         if cut == "write":
@@ -135,7 +165,7 @@ def _round(
             lo = 1 if rnd.random() < 0.125 else cal["open"]["sync"] + 1
             armed = fs.arm_cut_at_sync(rnd.randint(lo, cal["full"]["sync"] + 2), seed=seed)
         w = run_writer(
-            _writer_argv(store, base / "wd", N_OPS, seed, unsafe, durability), env=_env()
+            _writer_argv(store, base / "wd", N_OPS, seed, unsafe, durability, extra), env=_env()
         )
         assert not w.timed_out, w.stderr[-3000:]
         img = fs.cut(mode, seed=seed)
@@ -145,7 +175,7 @@ def _round(
     check += ["--log", str(base / "writer.log")]
     if durability != "sync":
         check += ["--durability", durability]
-    res = run_checker(check, env=_env())
+    res = run_checker(check + (extra or []), env=_env())
     res.update(
         mode=mode,
         cut=cut,
@@ -160,12 +190,17 @@ def _round(
 
 
 def _rounds(
-    base: Path, specs: list[tuple], unsafe: bool, cal: dict, durability: str = "sync"
+    base: Path,
+    specs: list[tuple],
+    unsafe: bool,
+    cal: dict,
+    durability: str = "sync",
+    remote: bool = False,
 ) -> list[dict]:
     """Run rounds (name, seed, mode, cut) JOBS at a time; results in spec order."""
     with ThreadPoolExecutor(max_workers=max(1, JOBS)) as pool:
         futures = [
-            pool.submit(_round, base / name, seed, mode, cut, unsafe, cal, durability)
+            pool.submit(_round, base / name, seed, mode, cut, unsafe, cal, durability, remote)
             for name, seed, mode, cut in specs
         ]
         return [f.result() for f in futures]
@@ -234,6 +269,29 @@ def test_ckdb_survives_power_loss(tmp_path, request):
     assert fig["acked_ops_checked"] > 0
     assert fig["files_restored_checked"] > 0
     assert interrupted >= len(results) // 2
+
+
+def test_ckdb_power_loss_with_a_remote_attached(tmp_path, request):
+    """The same rounds with a file:// remote attached and sync_remote after some creates: the
+    checks above hold, the remote holds nothing the durable store lost (the shipper ships only
+    what it made durable), and the store reopened with its remote ships on to a remote equal to
+    it (the cursor and the store stay consistent after a cut mid-ship)."""
+    require_powerloss(request)
+    cal = _calibrate(tmp_path, unsafe=False, remote=True)
+    specs = [(f"m{i}", 7000 + i, mode, cut) for i, (mode, cut) in enumerate(_plan(REMOTE_ROUNDS))]
+    results = _rounds(tmp_path, specs, False, cal, remote=True)
+    bad = [r for r in results if _bad(r)]
+    checked = [r for r in results if "remote_problems" in r]
+    fig = {
+        "rounds": len(results),
+        "remote_checked": len(checked),
+        "acked_ops_checked": _checked(results),
+        "interrupted": sum(1 for r in results if r["writer_rc"] != 0),
+        "bad": len(bad),
+    }
+    print(f"\n[powerloss ckdb remote] {json.dumps(fig)}")
+    assert not bad, "\n".join(_short(r) for r in bad)
+    assert len(checked) >= len(results) // 2, "too few rounds reached the remote checks"
 
 
 def test_ckdb_relaxed_loses_only_a_suffix(tmp_path, request):

@@ -320,3 +320,17 @@ def test_a_store_with_a_remote_is_refused_by_older_ckdb(
     assert fmt is not None and layout.FORMAT.unpack(fmt)[2] & layout.INCOMPAT_REMOTE
     with ckdb.open(tmp_path / "a.ckdb", key=fleet_key) as again:  # without the remote: fine
         again.create(WF, "q")
+
+
+def test_rotating_a_master_key_that_is_the_fleet_key_is_refused(
+    twin: Backends, tmp_path: Path
+) -> None:
+    with ckdb.open(tmp_path / "a.ckdb", remote=twin.remote()) as a:  # fleet key = master key
+        a.create(WF, "p", state={"x": 1})
+        with pytest.raises(ckdb.InvalidInput, match="fleet key"):
+            a.rotate_key()
+        assert a.sync_remote(timeout=20).ok  # nothing changed: it still ships
+    with ckdb.open(tmp_path / "b.ckdb", key=b"k" * 32, remote=twin.remote("b", key=b"f" * 32)) as b:
+        b.rotate_key(b"n" * 32)  # an explicit fleet key: the local key is the store's own
+        b.create(WF + "2", "p", state={"x": 2})
+        assert b.sync_remote(timeout=20).ok

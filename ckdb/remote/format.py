@@ -147,7 +147,11 @@ def open_root(master: bytes, data: bytes) -> RemoteKeys:
         )
     kek = _kek(master, uuid)
     if not hmac.compare_digest(_check(kek, data[:38]), check):
-        raise WrongKey("the master key does not open this remote (it was created with another)")
+        raise WrongKey(
+            "the key does not open this remote (it was created with another key). The fleet key "
+            "is the store's master key unless Remote(key=...) / --remote-key-file names it; "
+            "every host of a fleet needs the same one"
+        )
     ring = keys.Keyring.unwrap(kek, uuid, data[REMOTE_ROOT.size :])
     return RemoteKeys(ring, bytes(uuid))
 

@@ -309,8 +309,6 @@ class Shipper:
             if not self.holds_lease():
                 result.standby = True
                 return result
-            if self.durability == "relaxed":
-                self.t.env.sync()  # ship only what a power cut cannot take back locally
             with self.t.env.read() as txn:
                 dirty = self.t.remote.dirty(txn)
             for wf_key, count, first in dirty:
@@ -363,6 +361,12 @@ class Shipper:
                 wf_id = cursor.workflow_id if cursor else self._workflow_id(txn, wf_key)
                 count = (t.remote.dirty_of(txn, wf_key) or (count, first))[0]
                 plan = None if wf_id is None else self._diff(txn, wf_key, cursor, rk, known)
+                if plan is not None and (plan[0] or plan[1] or plan[2]):
+                    # Ship only what a power cut cannot take back: LMDB shows a commit to
+                    # readers once its meta page is written, before that page's fsync returns
+                    # (and, with durability="relaxed", before any). An fdatasync while this
+                    # snapshot is held makes everything it sees durable.
+                    t.env.sync()
             if wf_id is None or plan is None:
                 self._settle(wf_key, count, set())
                 return

@@ -134,6 +134,9 @@ def write(a) -> int:
             kw["_unsafe_nosync"] = True
         if a.durability != "sync":
             kw["durability"] = a.durability
+        if a.remote:
+            kw["remote"] = ckdb.Remote(a.remote, key_file=a.remote_key_file, interval=0.01)
+        sync_rnd = random.Random(a.seed ^ 0x5EED)  # the op stream stays that of the seed
         with ckdb.open(a.store, **kw) as s:
             emit("OPENED")
             op = {"op": "setret", "wf": RET_WF, "max": RET_MAX}
@@ -229,6 +232,9 @@ def write(a) -> int:
                     else:
                         live[wf].append(info.id)
                     emit("ACK", ack)
+                    if a.remote and sync_rnd.random() < 0.3:
+                        s.sync_remote(timeout=30)  # mid-ship cuts come from the shipper too
+                        emit("SYNCED")
     except BaseException as e:  # noqa: BLE001 - report anything, then die without cleanup
         emit("ERR", {"error": f"{type(e).__name__}: {e}"})
         os._exit(3)
@@ -472,8 +478,84 @@ def check(a) -> int:  # noqa: PLR0912, PLR0915 - one linear list of checks reads
         res["traceback"] = traceback.format_exc()[-2000:]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if a.remote and res.get("opened") and not res["error"]:
+        res["remote_problems"] = _check_remote(ckdb, store, a, deleted_ids(acks, events))
     print(json.dumps(res))
     return 0
+
+
+def deleted_ids(acks: list[dict], events: list[tuple[str, dict]]) -> set[str]:
+    """Checkpoints that deletes or prunes (acknowledged or attempted) may have removed."""
+    out: set[str] = set()
+    for _tag, op in events:
+        if op.get("op") == "delete":
+            out.add(op["id"])
+        elif op.get("op") == "prune":
+            out.update(op.get("plan", ()))
+            out.update(op.get("deleted", ()))
+        elif op.get("op") == "create" and "gone" in op:
+            out.update(op["gone"])
+    for op in acks:
+        out.update(op.get("gone", ()))
+    return out
+
+
+def _pulled(ckdb, tmp: str, url: str, key: bytes) -> dict[str, tuple[int, object]]:
+    """Every checkpoint the remote holds, pulled into a fresh store: id -> (sequence, state)."""
+    out: dict[str, tuple[int, object]] = {}
+    with ckdb.open(os.path.join(tmp, f"pull-{len(os.listdir(tmp))}"), key=key, retention=None,
+                   remote=ckdb.Remote(url, key=key)) as b:  # fmt: skip
+        for wf in (*PLAIN_WFS, FILES_WF, RET_WF):
+            try:
+                b.pull(wf)
+            except ckdb.CheckpointNotFound:
+                continue
+            infos = b.list(wf)
+            seqs = [i.sequence for i in infos]
+            if seqs != sorted(set(seqs), reverse=True):
+                raise AssertionError(f"{wf}: remote sequences {seqs} (a duplicate or fork)")
+            for info in infos:
+                out[info.id] = (info.sequence, b.load(info.id).state)
+    return out
+
+
+def _check_remote(ckdb, store: str, a, deleted: set[str]) -> list[str]:
+    """After the cut: the remote holds nothing the durable store lost (only what it deleted
+    since), the store reopened with its remote ships on without a conflict, and then the remote
+    equals the store."""
+    from ckdb.keys import read_key_file
+
+    problems: list[str] = []
+    key = read_key_file(a.remote_key_file)
+    tmp = tempfile.mkdtemp(prefix="ckdb-pull-")
+    try:
+        report = ckdb.check_remote(ckdb.Remote(a.remote, key=key), deep=True)
+        problems += [f"check_remote: {p}" for p in report.problems]
+        before = _pulled(ckdb, tmp, a.remote, key)
+        with ckdb.open(store, create=False, retention=None) as s:
+            local = {i.id: (i.sequence, s.load(i.id).state) for i in s.list()}
+        for cid, got in before.items():
+            if cid in local and local[cid] != got:
+                problems.append(f"{cid}: differs between the remote and the store")
+            elif cid not in local and cid not in deleted:
+                problems.append(f"{cid}: in the remote, lost by the store")
+        with ckdb.open(store, create=False, retention=None,
+                       remote=ckdb.Remote(a.remote, key=key, interval=0.01)) as s:  # fmt: skip
+            rep = s.sync_remote(timeout=60)
+            if not rep.ok:
+                problems.append(f"sync after the cut: {rep.failed or rep.fenced}")
+        after = _pulled(ckdb, tmp, a.remote, key)
+        if after != local:
+            problems.append(
+                f"after a sync the remote differs: {sorted(set(after) ^ set(local))[:5]}"
+            )
+        report = ckdb.check_remote(ckdb.Remote(a.remote, key=key), deep=True)
+        problems += [f"check_remote after sync: {p}" for p in report.problems]
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"{type(e).__name__}: {e}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return problems
 
 
 # acknowledged operations that change the store (a backup only reads it)
@@ -628,6 +710,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir")
     ap.add_argument("--log")
     ap.add_argument("--durability", choices=["sync", "relaxed"], default="sync")
+    ap.add_argument("--remote", help="write: ship to this remote; check: verify it too")
+    ap.add_argument("--remote-key-file", help="the fleet key (outside the power-loss mount)")
     a = ap.parse_args(argv)
     if a.mode == "write" and not a.workdir:
         ap.error("write needs --workdir")

@@ -43,7 +43,7 @@ def store(store_path: Path) -> Iterator[ckdb.Store]:
 # --- remotes (tests/remote_helpers.py) -------------------------------------------------------
 
 REMOTE_BACKENDS = ["memory", "file", "moto"] + (
-    ["ceph"] if os.environ.get("CKDB_CEPH_ENDPOINT") else []
+    [pytest.param("ceph", marks=pytest.mark.ceph)] if os.environ.get("CKDB_CEPH_ENDPOINT") else []
 )
 
 
@@ -52,8 +52,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     """A remote backend (memory, file, moto; ceph when CKDB_CEPH_ENDPOINT is set)."""
     from tests.remote_helpers import Backends
 
-    if request.param == "ceph":
-        request.applymarker(pytest.mark.ceph)
     made = Backends(request.param, tmp_path)
     yield made
     made.close()

@@ -61,6 +61,14 @@ def moto_endpoint() -> str:
         return str(_moto["endpoint"])
 
 
+def s3_client(backend: Backends) -> Any:
+    """boto3 on the backend's server (moto or ceph), for looking at what ckdb wrote."""
+    if backend.kind == "moto":
+        return _s3_client(moto_endpoint(), "test", "test")
+    assert CEPH
+    return _s3_client(CEPH, *CEPH_KEYS)
+
+
 def ceph_bucket() -> None:
     assert CEPH
     client = _s3_client(CEPH, *CEPH_KEYS)

@@ -3,6 +3,7 @@ take over, fence, retention mirrored, pull, gc, check_remote, restarts, encrypti
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -334,3 +335,66 @@ def test_rotating_a_master_key_that_is_the_fleet_key_is_refused(
         b.rotate_key(b"n" * 32)  # an explicit fleet key: the local key is the store's own
         b.create(WF + "2", "p", state={"x": 2})
         assert b.sync_remote(timeout=20).ok
+
+
+@pytest.mark.realserver
+def test_create_only_put_admits_exactly_one_of_concurrent_creators(backend: Backends) -> None:
+    """The primitive every claim and segment rests on, on the server itself."""
+    if backend.kind == "moto":
+        pytest.skip("moto checks If-None-Match without a lock: runs on Ceph (and the twin)")
+    from ckdb.remote.link import self_test
+
+    objects = backend.objects()
+    self_test(objects)  # the endpoint honours the condition at all
+    for attempt in range(5):
+        key = f"race/{attempt}"
+        barrier = threading.Barrier(8)
+        won: list[bytes] = []
+
+        def create(
+            n: int, key: str = key, barrier: threading.Barrier = barrier, won: list[bytes] = won
+        ) -> None:
+            body = b"writer %d" % n
+            barrier.wait()
+            if objects.put_if_absent(key, body):
+                won.append(body)
+
+        threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1, (key, won)
+        assert objects.get(key) == won[0]  # and the winner's bytes are what is stored
+
+
+@pytest.mark.realserver
+def test_objects_are_single_part_puts_etag_is_the_md5(
+    backend: Backends, tmp_path: Path, fleet_key: bytes
+) -> None:
+    """Ceph ignores If-None-Match on CompleteMultipartUpload, so every create-only object must be
+    one PUT, however large: a multipart ETag ends in "-<parts>", a single PUT's is the body's
+    MD5. Also: ckdb never relies on ETag quoting (Ceph wants it unquoted in If-Match)."""
+    if backend.kind not in ("moto", "ceph"):
+        pytest.skip("ETags are an S3 matter")
+    import hashlib
+
+    from tests.remote_helpers import BUCKET, s3_client
+
+    work = tmp_path / "work"
+    tree(work, 1)
+    big = {"blob": os.urandom(10 << 20)}  # 10 MiB, incompressible: one blob over a part size
+    with open_host(tmp_path, "a", backend.remote(timeout=60), fleet_key) as a:
+        a.create(WF, "big", state=big, files=work)
+        assert a.sync_remote(timeout=120).ok
+    client = s3_client(backend)
+    prefix = backend.url().removeprefix(f"s3://{BUCKET}/") + "/"
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    sizes = []
+    for obj in listed:
+        body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+        etag = obj["ETag"].strip('"')
+        assert "-" not in etag, f"{obj['Key']} was a multipart upload"
+        assert etag == hashlib.md5(body).hexdigest(), obj["Key"]  # noqa: S324 - S3's ETag
+        sizes.append(len(body))
+    assert max(sizes) > 8 << 20  # the big payload went as one object, in one PUT

@@ -13,7 +13,10 @@ Figures (markdown to stdout, medians of ``--repeat`` runs):
   and the lag from commit to remote (p50 / p99, from ``remote_status``);
 - take-over time of a workflow of 1,000 checkpoints on a fresh host;
 - the local ``create`` rate with and without a remote attached: blocks alternate in one process,
-  the ratio of medians is the figure (goal: within 5 %).
+  the ratio of medians is the figure (goal: within 5 %);
+- with ``--postgres DSN``: what fleets use today, LangGraph's ``PostgresSaver.put`` of the same
+  8 KiB on a shared PostgreSQL (needs ``langgraph-checkpoint-postgres`` and ``psycopg``), beside
+  ckdb's ``create`` with the remote attached, alternating, median latencies.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import ckdb
 
@@ -126,6 +130,40 @@ def create_rates(b: Bench, block: int, repeat: int) -> tuple[list[float], list[f
     return plain, shipped
 
 
+def put_latencies(b: Bench, dsn: str, n: int, repeat: int) -> tuple[list[float], list[float]]:
+    """Median per-call latency (µs) per block: ckdb create (remote attached), PostgresSaver.put."""
+    from langgraph.checkpoint.base import empty_checkpoint  # noqa: PLC0415 - optional
+    from langgraph.checkpoint.postgres import PostgresSaver  # noqa: PLC0415
+
+    ours, theirs = [], []
+    blob = workloads.agent_state(8 << 10)
+    with b.store(b.remote(interval=1.0)) as store, PostgresSaver.from_conn_string(dsn) as saver:
+        saver.setup()
+        cfg: Any = {"configurable": {"thread_id": f"bench-{os.getpid()}", "checkpoint_ns": ""}}
+        version = 0
+        for rnd in range(repeat):
+            times = []
+            for i in range(n):
+                t = time.perf_counter()
+                store.create("wf", "step", state=workloads.vary(blob, rnd * n + i))
+                times.append(time.perf_counter() - t)
+            ours.append(statistics.median(times) * 1e6)
+            times = []
+            for _ in range(n):
+                version += 1
+                ck = empty_checkpoint()
+                ck["channel_values"] = {"state": workloads.vary(blob, version)}
+                ck["channel_versions"] = {"state": str(version)}
+                t = time.perf_counter()
+                cfg = saver.put(
+                    cfg, ck, {"source": "loop", "step": version}, {"state": str(version)}
+                )
+                times.append(time.perf_counter() - t)
+            theirs.append(statistics.median(times) * 1e6)
+        store.sync_remote(timeout=600)
+    return ours, theirs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="s3://bucket/prefix (default: a file:// remote in a temp dir)")
@@ -134,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--secret-key")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--postgres", metavar="DSN", help="also time LangGraph's PostgresSaver.put")
     a = ap.parse_args(argv)
     b = Bench(a)
     q = a.quick
@@ -163,11 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     rows.append((f"take-over of a workflow of {n:,} checkpoints",
                  f"{statistics.median(to):.2f} s ({n / statistics.median(to):,.0f} checkpoints/s)"))  # fmt: skip
     print("take-over done", file=sys.stderr)
-    plain, shipped = create_rates(b, 50 if q else 300, 2 * a.repeat)
+    plain, shipped = create_rates(b, 50 if q else 100, 2 * a.repeat if q else 30)
     mp, ms = statistics.median(plain), statistics.median(shipped)
     rows.append(("create rate, no remote", f"{mp:,.0f} /s"))
     rows.append(("create rate, remote attached (interval 1 s)",
                  f"{ms:,.0f} /s (ratio {ms / mp:.3f}; goal >= 0.95)"))  # fmt: skip
+    if a.postgres:
+        ours, theirs = put_latencies(b, a.postgres, 50 if q else 200, a.repeat)
+        mo, mt = statistics.median(ours), statistics.median(theirs)
+        rows.append(("ckdb create 8 KiB, remote attached (latency)", f"{mo:,.0f} µs"))
+        rows.append(("LangGraph PostgresSaver.put 8 KiB, PostgreSQL on loopback",
+                     f"{mt:,.0f} µs (ckdb / PostgreSQL {mo / mt:.2f})"))  # fmt: skip
     print("| measure | figure |")
     print("|---|---|")
     for name, fig in rows:

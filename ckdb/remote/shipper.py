@@ -174,6 +174,7 @@ class Shipper:
         self.token = secrets.token_hex(8)
         self.lease_seconds = 30.0 + 3 * interval
         self._lease_until = 0.0  # time.time() until which this process holds the lease
+        self._snap_us = 0  # when the snapshot of the workflow being shipped was read
         self.standby_for: str | None = None  # "pid 123 on host" while another process ships
         self.ship_lock = threading.Lock()  # held by a round; gc holds it to pause shipping
 
@@ -351,6 +352,7 @@ class Shipper:
         rk = self.link.keys
         known: dict[bytes, bytes] = {}
         while not self._stopping:
+            self._snap_us = now_us()  # what this snapshot misses was committed after this
             with t.env.read() as txn:
                 if t.remote.is_fenced(txn, wf_key):
                     cursor = t.remote.cursor(txn, wf_key)
@@ -449,7 +451,7 @@ class Shipper:
 
         def apply(txn: Txn) -> None:
             self.t.remote.drop_tombs(txn, wf_key, stale)
-            self.t.remote.clear_dirty(txn, wf_key, count)
+            self.t.remote.clear_dirty(txn, wf_key, count, self._snap_us)
 
         self.t.env.write(apply)
 
@@ -614,7 +616,7 @@ class Shipper:
             r.put_cmap(txn, cmap)
             r.drop_tombs(txn, wf_key, tombs)
             if clear_count is not None:
-                r.clear_dirty(txn, wf_key, clear_count)
+                r.clear_dirty(txn, wf_key, clear_count, self._snap_us)
 
         self.t.env.write(apply)
 

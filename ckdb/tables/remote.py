@@ -140,12 +140,16 @@ class RemoteState:
         count, first = DIRTY_VALUE.unpack(value)
         return int(count), int(first)
 
-    def clear_dirty(self, txn: Txn, wf_key: bytes, count: int) -> bool:
-        """Clear the mark if no change came since ``count`` was read; True if cleared."""
+    def clear_dirty(self, txn: Txn, wf_key: bytes, count: int, since_us: int = 0) -> bool:
+        """Clear the mark if no change came since ``count`` was read; True if cleared. Else the
+        changes left were committed after ``since_us`` (when the shipped snapshot was read):
+        the mark's oldest-change time moves up to it, so the lag counts from there."""
         now = self.dirty_of(txn, wf_key)
         if now is not None and now[0] == count:
             txn.delete(DB_REMOTE, DIRTY + wf_key)
             return True
+        if now is not None and since_us > now[1]:
+            txn.put(DB_REMOTE, DIRTY + wf_key, DIRTY_VALUE.pack(now[0], since_us))
         return False
 
     def tombs(self, txn: Txn, wf_key: bytes) -> set[bytes]:

@@ -32,7 +32,6 @@ PORT="${2:-7480}"
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "PORT must be a number: $PORT"
 TIMEOUT="${CKDB_CEPH_TIMEOUT:-120}"   # seconds, for the whole bootstrap after install
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-t0=$SECONDS
 
 # --- packages ---------------------------------------------------------------------------------
 if ! command -v radosgw >/dev/null 2>&1 || ! command -v ceph-mon >/dev/null 2>&1 \
@@ -127,6 +126,10 @@ mon data avail warn = 2
 
 [mon]
 mon allow pool delete = true
+# A lone mon need not batch proposals: with the default 1 s interval every osdmap change (each
+# pool radosgw creates, each "application enable") costs a second; first start took ~12 s.
+paxos propose interval = 0.01
+paxos min wait = 0.01
 
 [osd]
 osd objectstore = memstore
@@ -145,8 +148,19 @@ tail_logs() {
         tail -n 30 "$f" >&2 || true
     done
 }
-fail() { log "ERROR: $*"; tail_logs; exit 1; }
-left() { echo $((TIMEOUT - (SECONDS - t0))); }
+# On failure: show the logs, stop whatever was started (by its pid file), exit non-zero.
+fail() {
+    log "ERROR: $*"
+    tail_logs
+    bash "$HERE/stop.sh" "$DIR" >&2 || true
+    exit 1
+}
+# Seconds left of the bootstrap budget, at least 1 (for `timeout`, where 0 means no limit).
+left() {
+    local n=$((TIMEOUT - (SECONDS - t0)))
+    [ "$n" -gt 0 ] || n=1
+    echo "$n"
+}
 
 # --- mon --------------------------------------------------------------------------------------
 monmaptool --create --fsid "$FSID" --addv a "[v2:127.0.0.1:$MON_PORT]" "$DIR/monmap" >&2 \
@@ -170,7 +184,7 @@ log "osd.$OSD_ID started ($((SECONDS - t0)) s)"
 radosgw -c "$CONF" -n client.rgw.a >&2 || fail "radosgw start"
 
 until curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/"; do
-    [ "$(left)" -gt 0 ] || fail "no S3 endpoint on 127.0.0.1:$PORT after $TIMEOUT s"
+    [ $((SECONDS - t0)) -lt "$TIMEOUT" ] || fail "no S3 endpoint on 127.0.0.1:$PORT after $TIMEOUT s"
     for f in "$DIR"/run/*.pid; do
         pid="$(cat "$f" 2>/dev/null || true)"
         [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && fail "$(basename "$f" .pid) died"

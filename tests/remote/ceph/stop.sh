@@ -35,44 +35,47 @@ running() {
     [ "$state" != Z ]
 }
 
-pids=()
-files=()
-# radosgw first, then OSDs, then the mon: each still has the daemons it talks to while it stops.
-for f in "$DIR"/run/client.rgw.*.pid "$DIR"/run/osd.*.pid "$DIR"/run/mgr.*.pid \
-    "$DIR"/run/mon.*.pid; do
-    [ -f "$f" ] || continue
-    files+=("$f")
-    pid="$(tr -dc '0-9' <"$f" || true)"
-    [ -n "$pid" ] || continue
-    if running "$pid"; then
-        pids+=("$pid")
-    fi
-done
-
-if [ ${#pids[@]} -gt 0 ]; then
+# SIGTERM the daemons in the pid files given, wait for them until the deadline, then SIGKILL.
+stop_group() {
+    local f pid pids=() alive=()
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        pid="$(tr -dc '0-9' <"$f" || true)"
+        if [ -n "$pid" ] && running "$pid"; then pids+=("$pid"); fi
+    done
+    [ ${#pids[@]} -gt 0 ] || return 0
     log "stopping PIDs ${pids[*]}"
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    deadline=$((SECONDS + GRACE))
     while :; do
         alive=()
         for pid in "${pids[@]}"; do
             if running "$pid"; then alive+=("$pid"); fi
         done
-        [ ${#alive[@]} -eq 0 ] && break
+        [ ${#alive[@]} -gt 0 ] || return 0
         if [ "$SECONDS" -ge "$deadline" ]; then
             log "still alive after ${GRACE} s, SIGKILL: ${alive[*]}"
             kill -KILL "${alive[@]}" 2>/dev/null || true
             sleep 0.2
-            break
+            for pid in "${alive[@]}"; do
+                if running "$pid"; then log "ERROR: PID $pid survived SIGKILL"; failed=1; fi
+            done
+            return 0
         fi
         sleep 0.1
     done
-fi
-for pid in "${pids[@]+"${pids[@]}"}"; do
-    if running "$pid"; then
-        log "ERROR: PID $pid survived SIGKILL"
-        exit 1
-    fi
+}
+
+deadline=$((SECONDS + GRACE))
+failed=0
+# One kind at a time, each while the daemons it talks to still run: radosgw's shutdown does
+# RADOS ops (unwatch) that hang without an OSD; a stopping OSD tells the mon it is going down and
+# with no mon to answer waits 5 s (osd_mon_shutdown_timeout). Each stage gets at least 3 s.
+for stage in "client.rgw.*" "mgr.*" "osd.*" "mon.*"; do
+    [ $((deadline - SECONDS)) -ge 3 ] || deadline=$((SECONDS + 3))
+    # shellcheck disable=SC2086  # the glob is meant
+    stop_group "$DIR"/run/$stage.pid
 done
-[ ${#files[@]} -eq 0 ] || rm -f "${files[@]}"
+[ "$failed" = 0 ] || exit 1
+files=("$DIR"/run/*.pid)
+[ -f "${files[0]}" ] && rm -f "${files[@]}"
 log "stopped"

@@ -493,3 +493,14 @@ def test_remote_take_over_fences_the_old_owner_and_errors_are_one_line(
     code, out, err = run_main(["--store", other, "remote", "status"], capsys)
     assert code == ckdb.InvalidInput.exit_code
     assert err.startswith("ckdb: error: which remote?") and len(err.splitlines()) == 1
+
+
+def test_remote_sync_shows_progress_on_a_terminal(
+    populated: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    remote = ["--remote", populated["remote"], "--remote-key-file", populated["fleetkey"]]
+    code, out, err = run_main(["--store", populated["store"], "remote", "sync", *remote], capsys)
+    assert code == 0, err
+    assert "everything committed before this call is remote" in out
+    assert "wf: shipped up to segment 1" in out

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +30,7 @@ from ckdb.cli.common import (
 from ckdb.errors import InvalidInput
 from ckdb.keys import KEY_FILE_NAME, read_key_file
 from ckdb.remote.link import self_test
+from ckdb.summary import size_text
 
 
 def remote_from_args(args: argparse.Namespace, *, with_key: bool = False) -> ckdb.Remote:
@@ -50,10 +53,39 @@ def remote_from_args(args: argparse.Namespace, *, with_key: bool = False) -> ckd
     return ckdb.Remote(url, **kw)
 
 
+def _sync(store: ckdb.Store, args: argparse.Namespace) -> Any:
+    """``sync_remote``, with a live count of what is shipped on a terminal's stderr."""
+    if args.no_progress or args.json or not sys.stderr.isatty():
+        return store.sync_remote(timeout=args.wait)
+    try:
+        from rich.console import Console  # noqa: PLC0415 - terminal-only
+    except ImportError:  # pragma: no cover - rich is a dependency
+        return store.sync_remote(timeout=args.wait)
+    done: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            done["report"] = store.sync_remote(timeout=args.wait)
+        except BaseException as err:  # re-raised in the main thread
+            done["error"] = err
+
+    worker = threading.Thread(target=run, daemon=True)
+    with Console(stderr=True).status("shipping...") as status:
+        worker.start()
+        while worker.is_alive():
+            st = store.remote_status()
+            status.update(f"shipping: {st.segments_put} segments, {st.blobs_put} blobs, "
+                          f"{size_text(st.bytes_put)} put")  # fmt: skip
+            worker.join(0.2)
+    if "error" in done:
+        raise done["error"]
+    return done["report"]
+
+
 def cmd_init(store: ckdb.Store, args: argparse.Namespace) -> int:
     # Opening the store with the remote made first contact (the root created or its key
     # checked, the endpoint self-tested); ship what the store holds.
-    report = store.sync_remote(timeout=args.wait)
+    report = _sync(store, args)
     if args.json:
         print_json({"url": store.remote_status().url, "store": store.path, "shipped": report})
     else:
@@ -106,7 +138,7 @@ def cmd_status(store: ckdb.Store, args: argparse.Namespace) -> int:
 
 
 def cmd_sync(store: ckdb.Store, args: argparse.Namespace) -> int:
-    report = store.sync_remote(timeout=args.wait)
+    report = _sync(store, args)
     if args.json:
         print_json({"ok": report.ok, **jsonable(report)})
     else:

@@ -71,7 +71,7 @@ def _keyring_doc(**over: object) -> dict[str, object]:
 def frames() -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for rtype in RecordType:
-        for wanted in Codec:
+        for wanted in (c for c in Codec if c is not Codec.AUTO):  # AUTO is a request, not stored
             raw = _payload(600) if wanted is not Codec.NONE else _payload(120)
             value = codec.encode_frame(
                 t.RING.active_mac, t.RING.active, rtype, t.FRAME_DB, t.FRAME_KEY, raw, wanted
@@ -243,6 +243,44 @@ def keyring_plaintexts() -> dict[str, bytes]:
     return out
 
 
+def _ck() -> object:
+    from ckdb.remote.format import Ck
+
+    meta_raw = encoding.encode(_meta_doc())
+    frames = ((int(RecordType.COMPONENT), "task", 0, 400, b"x" * 180),
+              (int(RecordType.MANIFEST), "files", -1, 300_000, b"b" * 32))  # fmt: skip
+    return Ck(meta_raw, 1, frames, ((b"l" * 32, b"r" * 32),), t.CID, 7)
+
+
+def remote_segments() -> dict[str, bytes]:
+    from ckdb.remote.format import Segment, encode_segment
+
+    ck = _ck()
+    base = ("wf-42", 3, 2, b"o" * 16, "host-a", b"n" * 16, b"p" * 32, 1_700_000_000_000_000)
+    ops = (("put", ck), ("flags", t.CID, 1), ("del", (t.CID,)))
+    out = {
+        "log": encode_segment(Segment("log", *base, ops)),  # type: ignore[arg-type]
+        "fence": encode_segment(Segment("fence", *base, ())),  # type: ignore[arg-type]
+    }
+    out["garbage"] = b"\x80"
+    return out
+
+
+def remote_claims() -> dict[str, bytes]:
+    from ckdb.remote.format import Claim, encode_claim
+
+    return {"claim": encode_claim(Claim("wf-42", 2, b"o" * 16, "host-b", 1_700_000_000_000_000)),
+            "garbage": b"\x81\xa1v\x02"}  # fmt: skip
+
+
+def remote_snapshots() -> dict[str, bytes]:
+    from ckdb.remote.format import Snapshot, encode_snapshot
+
+    snap = Snapshot("wf-42", 9, 2, b"o" * 16, b"p" * 32, 1_700_000_000_000_000, (_ck(),))  # type: ignore[arg-type]
+    return {"snapshot": encode_snapshot(snap), "empty": encode_snapshot(
+        Snapshot("wf-42", 1, 1, b"o" * 16, b"p" * 32, 0, ()))}  # fmt: skip
+
+
 SEEDS = {
     "frame": frames,
     "frame_retag": frames_untagged,
@@ -254,6 +292,9 @@ SEEDS = {
     "metadata": metadata_docs,
     "keyring_unwrap": keyring_records,
     "keyring_body": keyring_plaintexts,
+    "remote_segment": remote_segments,
+    "remote_claim": remote_claims,
+    "remote_snapshot": remote_snapshots,
 }
 assert set(SEEDS) == set(t.TARGETS)
 

@@ -256,6 +256,34 @@ def keyring_body(data: bytes) -> None:
     assert ring.active in ring.data_keys
 
 
+def _remote(decode: Callable[[bytes, str], Any], data: bytes) -> None:
+    """A remote object's (already verified) document: segment, claim or snapshot."""
+    try:
+        out = decode(data, "wf/x/obj")
+    except CkdbError:
+        return
+    assert out.epoch >= 1
+    assert len(out.owner) == 16
+
+
+def remote_segment(data: bytes) -> None:
+    from ckdb.remote.format import decode_segment
+
+    _remote(decode_segment, data)
+
+
+def remote_claim(data: bytes) -> None:
+    from ckdb.remote.format import decode_claim
+
+    _remote(decode_claim, data)
+
+
+def remote_snapshot(data: bytes) -> None:
+    from ckdb.remote.format import decode_snapshot
+
+    _remote(decode_snapshot, data)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frame": frame,
     "frame_retag": frame_retag,
@@ -267,6 +295,9 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "metadata": metadata,
     "keyring_unwrap": keyring_unwrap,
     "keyring_body": keyring_body,
+    "remote_segment": remote_segment,
+    "remote_claim": remote_claim,
+    "remote_snapshot": remote_snapshot,
 }
 
 #: Exception classes of bugs already reported, per target (swallowed only with IGNORE_KNOWN).

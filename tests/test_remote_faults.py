@@ -206,3 +206,39 @@ def test_blob_damage_is_an_error_never_data(
         with pytest.raises(ckdb.IntegrityError, match="blob"):
             b.take_over(WF)
         assert b.list(WF) == []  # nothing imported
+
+
+def test_a_cursor_behind_the_remote_is_caught_up_before_a_delete_is_settled(
+    twin: Backends, tmp_path: Path, fleet_key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment PUT lands, then the process dies before its cursor commit (here: the commit
+    fails), and the checkpoint is deleted locally before the next ship. The remote lists it; the
+    next ship must catch the cursor up and ship the delete, not drop the tombstone as "never
+    shipped". (Found by the power-loss rounds with a remote attached.)"""
+    from ckdb.errors import StorageError
+    from ckdb.remote.shipper import Shipper
+
+    real = Shipper._commit
+    pending: list[Any] = []
+
+    def dies_once(self: Shipper, *args: Any) -> None:
+        if pending:
+            pending.pop()()  # meanwhile, the agent deletes the checkpoint
+            raise StorageError("injected: the process died before the cursor commit")
+        real(self, *args)
+
+    monkeypatch.setattr(Shipper, "_commit", dies_once)
+    with ckdb.open(tmp_path / "a.ckdb", key=fleet_key, retention=None,
+                   remote=twin.remote()) as a:  # fmt: skip
+        first = a.create(WF, "first", state=state(0)).id
+        pending.append(lambda: a.delete(first))
+        assert a.sync_remote(timeout=20).ok
+        assert not pending, "the injected failure did not happen"
+        assert a.list(WF) == []
+        last = a.create(WF, "last", state=state(2)).id
+        assert a.sync_remote(timeout=20).ok
+    with ckdb.open(tmp_path / "b.ckdb", key=fleet_key, retention=None,
+                   remote=twin.remote()) as b:  # fmt: skip
+        b.pull(WF)
+        assert [i.id for i in b.list(WF)] == [last]  # "first" was deleted remotely too
+    assert ckdb.check_remote(twin.remote(key=fleet_key), deep=True).ok

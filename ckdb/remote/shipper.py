@@ -175,6 +175,11 @@ class Shipper:
         self.lease_seconds = 30.0 + 3 * interval
         self._lease_until = 0.0  # time.time() until which this process holds the lease
         self._snap_us = 0  # when the snapshot of the workflow being shipped was read
+        # Workflows whose cursor this process has seen at the remote's tip. Any other (after a
+        # restart, or after a PUT whose answer was lost) is caught up first: the remote may hold
+        # segments of ours that the cursor does not know, and a diff against a stale cursor
+        # would drop tombstones of checkpoints the remote still lists.
+        self._confirmed: set[bytes] = set()
         self.standby_for: str | None = None  # "pid 123 on host" while another process ships
         self.ship_lock = threading.Lock()  # held by a round; gc holds it to pause shipping
 
@@ -369,6 +374,17 @@ class Shipper:
                     # (and, with durability="relaxed", before any). An fdatasync while this
                     # snapshot is held makes everything it sees durable.
                     t.env.sync()
+            if wf_id is not None and wf_key not in self._confirmed:
+                caught = self._catch_up(wf_key, rk.wk(wf_id), wf_id, cursor)
+                if caught == "adopted":
+                    continue  # the cursor moved: diff again
+                if caught == "fenced":
+                    result.fenced.append(wf_id)
+                    return
+                if caught == "stuck":
+                    result.failed[wf_id] = self._errors.get(wf_key, "conflict")
+                    return
+                self._confirmed.add(wf_key)
             if wf_id is None or plan is None:
                 self._settle(wf_key, count, set())
                 return
@@ -553,6 +569,7 @@ class Shipper:
         key = log_key(wk, seg.seq)
         obj = rk.frame(RecordType.SEGMENT, key, encode_segment(seg), Codec.LZ4)
         created: bool | None
+        self._confirmed.discard(wf_key)  # until the answer is known
         try:
             created = self.objects.put_if_absent(key, obj)
         except RemoteError:
@@ -565,35 +582,72 @@ class Shipper:
             done = not truncated
             self._commit(wf_key, cursor, seg.seq, digest(obj), live, uploaded, cmap,
                          dels | (stale if done else set()), count if done else None)  # fmt: skip
+            self._confirmed.add(wf_key)  # the cursor is at the tip again
             if done and first:
                 self._lags.append(max(0.0, (now_us() - first) / 1e6))
             return ("done" if done else "more"), seg.seq
         data = self.objects.get(key)
         if data is None:
             raise RemoteError(f"{key} could not be created (will retry)")
+        return self._existing(wf_key, wf_id, cursor, key, data, uploaded, cmap), seg.seq
+
+    def _existing(
+        self,
+        wf_key: bytes,
+        wf_id: str,
+        cursor: Cursor,
+        key: str,
+        data: bytes,
+        uploaded: set[bytes],
+        cmap: dict[bytes, bytes],
+    ) -> str:
+        """The remote holds ``data`` at ``key``, the segment number the cursor would write next:
+        "adopted" (ours: the cursor moves past it), "fenced" (a newer owner's) or "stuck"."""
+        assert self.link is not None
         try:
-            other = decode_segment(rk.unframe(key, data, RecordType.SEGMENT), key)
-            if other.seq != seg.seq:
+            other = decode_segment(self.link.keys.unframe(key, data, RecordType.SEGMENT), key)
+            if other.seq != cursor.next:
                 raise IntegrityError(f"remote object {key} holds segment {other.seq}")
         except IntegrityError as err:
             self._errors[wf_key] = f"{err}: shipping of {wf_id!r} stopped (check_remote)"
             _log.error("ckdb remote: %s", self._errors[wf_key])
-            return "stuck", seg.seq
+            return "stuck"
         if other.epoch == cursor.epoch and other.owner == self.t.uuid:
             # Our own segment: an attempt whose answer was lost, or one a crash kept us from
             # recording. Adopt it, then diff again: nothing is shipped twice.
+            live = unpack_live(cursor.live)
             apply_ops(live, other.ops)
             self._commit(wf_key, cursor, other.seq, digest(data), live, uploaded, cmap, set(), None)
-            return "adopted", other.seq
+            return "adopted"
         if other.epoch > cursor.epoch:
             self._fence(wf_key, wf_id, other.epoch, other.owner, other.host, "taken over")
-            return "fenced", seg.seq
+            return "fenced"
         self._errors[wf_key] = (
             f"{key} holds a segment of epoch {other.epoch} by another store, below this store's "
             f"epoch {cursor.epoch}: shipping of {wf_id!r} stopped (check_remote)"
         )
         _log.error("ckdb remote: %s", self._errors[wf_key])
-        return "stuck", seg.seq
+        return "stuck"
+
+    def _catch_up(self, wf_key: bytes, wk: str, wf_id: str, cursor: Cursor | None) -> str:
+        """Look at the segment number after the cursor (or, without a cursor, at whether this
+        store claimed epoch 1 before a crash): "ok" when the cursor is at the tip, else what
+        :meth:`_existing` says."""
+        assert self.link is not None
+        rk = self.link.keys
+        if cursor is None:
+            key = claim_key(wk, 1)
+            data = self.objects.get(key)
+            if data is None:
+                return "ok"
+            if decode_claim(rk.unframe(key, data, RecordType.CLAIM), key).owner != self.t.uuid:
+                return "ok"  # another store's: the first ship finds out and fences
+            cursor = Cursor(wf_id, 1, 1, ZERO_DIGEST, b"", 0)
+        key = log_key(wk, cursor.next)
+        data = self.objects.get(key)
+        if data is None:
+            return "ok"
+        return self._existing(wf_key, wf_id, cursor, key, data, set(), {})
 
     def _commit(
         self,

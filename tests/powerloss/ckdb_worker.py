@@ -547,7 +547,10 @@ def _check_remote(ckdb, store: str, a, deleted: set[str]) -> list[str]:
         after = _pulled(ckdb, tmp, a.remote, key)
         if after != local:
             problems.append(
-                f"after a sync the remote differs: {sorted(set(after) ^ set(local))[:5]}"
+                f"after a sync the remote differs: missing {sorted(set(local) - set(after))[:5]}, "
+                f"extra {sorted(set(after) - set(local))[:5]}, differing "
+                f"{sorted(c for c in set(after) & set(local) if after[c] != local[c])[:5]}; "
+                f"before the sync the remote held {sorted(before)[:8]}, the store {sorted(local)[:8]}"
             )
         report = ckdb.check_remote(ckdb.Remote(a.remote, key=key), deep=True)
         problems += [f"check_remote after sync: {p}" for p in report.problems]

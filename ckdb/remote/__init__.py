@@ -4,7 +4,7 @@ another host. ``docs/remote.md`` has the protocol, ``docs/fleet.md`` a walk-thro
 Modules: ``format`` (the bytes, pure), ``objects`` / ``s3`` (the backends), ``link`` (first
 contact, self-test), ``export`` (a local checkpoint as the remote holds it), ``shipper`` (the
 thread), ``chain`` (reading a workflow's history, verified), ``importer`` (take-over, pull),
-``gc`` and ``check``.
+``gc``, ``check`` and ``lease`` (the shipping lease's liveness test).
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ from ckdb.remote.format import (
     pack_live,
     unpack_live,
 )
+from ckdb.remote.lease import PID_NS, holder_died
 from ckdb.remote.link import Link
 from ckdb.remote.objects import ObjectStore
 from ckdb.tables import Cursor, Tables
@@ -245,12 +246,12 @@ class Shipper:
         def acquire(txn: Txn) -> bool:
             doc = self.t.remote.lease(txn)
             if (doc is not None and doc.get("owner") != self.token
-                    and doc.get("expires", 0) > now and not _holder_died(doc)):  # fmt: skip
+                    and doc.get("expires", 0) > now and not holder_died(doc, HOST)):  # fmt: skip
                 self.standby_for = f"pid {doc.get('pid')} on {doc.get('host')}"
                 return False
             self.t.remote.put_lease(
                 txn,
-                {"owner": self.token, "pid": os.getpid(), "host": HOST, "ns": _PID_NS,
+                {"owner": self.token, "pid": os.getpid(), "host": HOST, "ns": PID_NS,
                  "expires": now + self.lease_seconds},
             )  # fmt: skip
             return True
@@ -777,31 +778,3 @@ class Shipper:
             fenced_by=fenced_by,
             last_error=self._errors.get(wf_key),
         )
-
-
-def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
-
-
-_PID_NS = _pid_namespace()
-
-
-def _holder_died(doc: dict[str, Any]) -> bool:
-    """True if the lease holder was a process of this host and PID namespace that no longer
-    exists (killed, crashed): a restart need not wait for its lease to expire. A reused PID
-    only makes us wait for the expiry, as for a holder on another host."""
-    if doc.get("host") != HOST or doc.get("ns", -1) != _PID_NS or not _PID_NS:
-        return False
-    pid = doc.get("pid")
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # alive, another user's
-    return False

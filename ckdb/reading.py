@@ -29,7 +29,7 @@ from ckdb.layout import (
     id_to_text,
 )
 from ckdb.meta import aware_us
-from ckdb.records import KINDS, Checkpoint, CheckpointInfo
+from ckdb.records import KINDS, STATUS_DAMAGED, Checkpoint, CheckpointInfo
 from ckdb.tables import Tables
 
 
@@ -40,7 +40,8 @@ def load(t: Tables, cid: bytes) -> tuple[Checkpoint, dict[str, Any] | None]:
     with t.env.read() as txn:
         meta = t.checkpoints.read(txn, cid)
         _reg_key, flags = t.registry.slot_of(txn, meta)
-        if flags & FLAG_MARKED:
+        info = t.info(txn, meta, flags)
+        if flags & FLAG_MARKED and info.status != STATUS_DAMAGED:
             raise IntegrityError(f"checkpoint {id_to_text(cid)} is marked corrupted")
         if not meta.integrity_ok():
             raise IntegrityError(f"checkpoint {id_to_text(cid)}: integrity digest mismatch")
@@ -66,7 +67,7 @@ def load(t: Tables, cid: bytes) -> tuple[Checkpoint, dict[str, Any] | None]:
             elif rtype == RecordType.MANIFEST:
                 manifest = check_manifest(obj, id_to_text(cid))
     ck = Checkpoint(
-        info=meta.info(flags),
+        info=info,
         state=state,
         resources=resources,
         dependencies=dependencies,
@@ -81,7 +82,7 @@ def get_info(t: Tables, checkpoint_id: str) -> CheckpointInfo:
     with t.env.read() as txn:
         meta = t.checkpoints.read(txn, cid)
         _reg_key, flags = t.registry.slot_of(txn, meta)
-        return meta.info(flags)
+        return t.info(txn, meta, flags)
 
 
 def read_chunk(t: Tables, chunk: bytes) -> bytes:
@@ -101,7 +102,8 @@ def list_checkpoints(
     limit: int | None = None,
 ) -> list[CheckpointInfo]:
     """Checkpoints newest first (per workflow: by sequence), from the registry and metadata
-    only. Damaged or marked checkpoints are listed with ``status="corrupted"``."""
+    only. Damaged or marked checkpoints are listed with ``status="corrupted"``; those scrub
+    salvaged (state intact, some files lost) with ``status="damaged"``."""
     if workflow_id is not None:
         check_name(workflow_id, "workflow_id")
     if kind is not None and kind not in KINDS:

@@ -9,6 +9,8 @@ from attrs import field, frozen
 
 STATUS_VALID = "valid"
 STATUS_CORRUPTED = "corrupted"
+# Salvaged by scrub's repair: state and the other files intact, ``damaged_files`` lost.
+STATUS_DAMAGED = "damaged"
 
 KIND_AUTOMATIC = "automatic"
 KIND_MANUAL = "manual"
@@ -42,12 +44,15 @@ class CheckpointInfo:
     sequence: int  # per-workflow order, assigned inside the write transaction
     parent_id: str | None  # the workflow's newest checkpoint when this one was created
     pinned: bool
-    status: str  # "valid" | "corrupted"
+    status: str  # "valid" | "corrupted" | "damaged" (salvaged: see ``damaged_files``)
     raw_size: int = 0
     stored_size: int = 0
     integrity: str = ""  # digest over the component digests, hex (the seed's integrity_hash)
     components: tuple[ComponentInfo, ...] = ()
     warnings: tuple[str, ...] = ()  # from create: files that could not be read, ...
+    # status "damaged": the files whose content scrub found damaged (and could not repair);
+    # restore restores everything else and names these.
+    damaged_files: tuple[str, ...] = ()
 
     @property
     def type(self) -> str:

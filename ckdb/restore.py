@@ -52,14 +52,16 @@ class RestoreReport:
     skipped_checkpoints: tuple[tuple[str, str], ...] = ()  # restore_latest: (id, why)
     warnings: tuple[str, ...] = ()  # e.g. a failing resource restorer (seed: continue)
     mismatches: tuple[str, ...] = ()  # verify=True: restored files that do not match
+    # a "damaged" (salvaged) checkpoint: its files whose content was lost, not restored
+    unrestored: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches
+        return not self.mismatches and not self.unrestored
 
     @property
     def findings(self) -> tuple[str, ...]:
-        return self.mismatches + self.warnings + self.skipped
+        return self.unrestored + self.mismatches + self.warnings + self.skipped
 
 
 @define
@@ -71,6 +73,7 @@ class _Stats:
     bytes: int = 0
     skipped: list[str] = field(factory=list)
     mismatches: list[str] = field(factory=list)
+    unrestored: list[str] = field(factory=list)
 
 
 def safe_parts(path: Any) -> tuple[bytes, ...]:
@@ -187,7 +190,10 @@ def restore_tree(
     delete_extra: bool = False,
     verify: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    damaged: frozenset[bytes] = frozenset(),
 ) -> _Stats:
+    """Restore a manifest's tree into ``target``. Files in ``damaged`` (manifest paths of a
+    salvaged checkpoint) are not written, and whatever is at their path is left alone."""
     entries: list[list[Any]] = manifest.get("entries", [])
     planned = _plan(entries)
     declared_dirs = {parts for parts, e in planned if e[E_TYPE] == "dir"}
@@ -214,6 +220,11 @@ def restore_tree(
                     walker.touch()
                 finalize.append((parts, e[E_MODE] & 0o777, e[E_MTIME]))
                 stats.dirs += 1
+            elif kind == "file" and os.fsencode(e[E_PATH]) in damaged:
+                stats.unrestored.append(
+                    f"{os.fsdecode(e[E_PATH])}: its content is damaged (salvaged by scrub); "
+                    "not restored"
+                )
             elif kind == "file":
                 stats.bytes += _write_file(name, pfd, e, read_chunk, existing)
                 walker.touch()
@@ -254,7 +265,9 @@ def restore_tree(
                 os.close(fd)
         os.fsync(root_fd)
         if verify:
-            stats.mismatches = _verify(root_fd, planned)
+            stats.mismatches = _verify(
+                root_fd, [(p, e) for p, e in planned if os.fsencode(e[E_PATH]) not in damaged]
+            )
     finally:
         walker.close()
         os.close(root_fd)

@@ -20,7 +20,7 @@ from ckdb.integrity import check_level, validate_checkpoint
 from ckdb.layout import check_name, id_from_text
 from ckdb.lifecycle import mark_quietly
 from ckdb.reading import list_checkpoints, load, read_chunk
-from ckdb.records import STATUS_VALID, Checkpoint
+from ckdb.records import STATUS_DAMAGED, STATUS_VALID, Checkpoint, CheckpointInfo
 from ckdb.restore import RestoreReport, check_target, restore_tree
 from ckdb.tables import Tables
 
@@ -93,6 +93,7 @@ def restore_loaded(
                     delete_extra=opts.delete_extra,
                     verify=opts.verify,
                     progress=opts.progress,
+                    damaged=frozenset(os.fsencode(f) for f in ck.info.damaged_files),
                 )
             except OSError as err:  # the target's problem (EACCES, ENOSPC, ...), not damage
                 raise RestoreFailed(f"restoring files into {target} failed: {err}") from err
@@ -106,6 +107,7 @@ def restore_loaded(
                 bytes_written=stats.bytes,
                 skipped=tuple(stats.skipped),
                 mismatches=tuple(stats.mismatches),
+                unrestored=tuple(stats.unrestored),
             )
     restored: list[str] = []
     restorers = components.restorers()
@@ -141,11 +143,20 @@ def restore_latest(
     t: Tables, components: Registered, workflow_id: str, level: str, opts: Options
 ) -> RestoreReport:
     """Restore the newest valid checkpoint of a workflow. Candidates are validated newest
-    first; those that fail are marked corrupted and skipped, and the report says which."""
+    first; those that fail are marked corrupted and skipped, and the report says which.
+
+    A fully valid checkpoint is always preferred, however old. Only when there is none is the
+    newest "damaged" one (salvaged by scrub: state intact, some files lost) restored; its report
+    names the files it could not restore (``unrestored``, ``ok`` False)."""
     check_name(workflow_id, "workflow_id")
     check_level(level)
     skipped: list[tuple[str, str]] = []
+    salvaged: CheckpointInfo | None = None
     for info in list_checkpoints(t, workflow_id):
+        if info.status == STATUS_DAMAGED:
+            salvaged = salvaged or info
+            skipped.append((info.id, f"damaged files: {', '.join(info.damaged_files)}"))
+            continue
         if info.status != STATUS_VALID:
             skipped.append((info.id, "marked corrupted"))
             continue
@@ -165,6 +176,16 @@ def restore_latest(
             mark_quietly(t, info.id, str(err))
             continue
         return attrs.evolve(result, skipped_checkpoints=tuple(skipped))
+    if salvaged is not None:
+        try:
+            ck, manifest = load(t, id_from_text(salvaged.id))
+        except IntegrityError as err:
+            skipped = [(cid, why) for cid, why in skipped if cid != salvaged.id]
+            skipped.append((salvaged.id, str(err)))
+        else:
+            result = restore_loaded(t, components, ck, manifest, opts)
+            rest = tuple((cid, why) for cid, why in skipped if cid != salvaged.id)
+            return attrs.evolve(result, skipped_checkpoints=rest)
     if not skipped:
         raise WorkflowNotFound(f"workflow {workflow_id!r} has no checkpoints")
     raise IntegrityError(

@@ -18,9 +18,11 @@ Findings are data (a :class:`ScrubReport`), never ``warnings``.
 Repair (``repair=True``): a corrupt checkpoint is replaced by the backup's copy when every record
 of it in the backup verifies under *this* store's keys and address (a backup is a copy of this
 store, so it shares its keys); without a good copy it is deleted and unregistered in one
-transaction, unless pinned (then it stays marked and reported). Orphans are removed, damaged or
-wrong reference counts are rebuilt from the manifests, a lost registry entry is rebuilt from intact
-metadata. A successful repair clears the mark.
+transaction, unless pinned (then it stays marked and reported) -- except when the only damage is
+in file chunks: then the checkpoint is *salvaged* (``ckdb/salvage.py``): kept with its state, the
+damaged chunks removed and the files they held recorded, status "damaged". Orphans are
+removed, damaged or wrong reference counts are rebuilt from the manifests, a lost registry entry
+is rebuilt from intact metadata. A successful repair clears the mark.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from attrs import frozen
 
-from ckdb import encoding
+from ckdb import encoding, salvage
 from ckdb._env import Env, Txn
 from ckdb.capture import manifest_chunks
 from ckdb.codec import decode_frame, decode_registry, parse_frame
@@ -91,6 +93,7 @@ class ScrubReport:
     complete: bool  # True when the whole store was covered (a full cycle finished)
     repaired: int = 0
     deleted: int = 0
+    salvaged: int = 0  # kept with their damaged files marked (repair without a good copy)
 
     @property
     def ok(self) -> bool:
@@ -158,6 +161,7 @@ class Scrubber:
         self.bytes = 0
         self.repaired = 0
         self.deleted = 0
+        self.salvaged = 0
         self.backup_path = None if backup is None else Path(backup)
         self._backup_env: Env | None = None
 
@@ -208,6 +212,7 @@ class Scrubber:
             complete=complete,
             repaired=self.repaired,
             deleted=self.deleted,
+            salvaged=self.salvaged,
         )
 
     def _cids(self, start: bytes) -> list[bytes]:
@@ -244,7 +249,7 @@ class Scrubber:
             if self.checked and self.budget.spent():  # at least one per run: always progress
                 self._save_cursor(last)
                 return False
-            problems, size = self._check_one(cid, verified_chunks)
+            problems, size, bad = self._check_one(cid, verified_chunks)
             self.checked += 1
             self.bytes += size
             self.budget.spend(size)
@@ -252,7 +257,7 @@ class Scrubber:
                 self.progress(self.bytes, self.checked)
             last = cid
             if problems:
-                self._handle_corrupt(cid, problems)
+                self._handle_corrupt(cid, problems, bad)
             elif self.repair and self._unmark_if_marked(cid):
                 text = id_to_text(cid)
                 self.repaired += 1
@@ -276,11 +281,15 @@ class Scrubber:
 
         self.env.write(apply)
 
-    def _check_one(self, cid: bytes, verified_chunks: set[bytes]) -> tuple[list[str], int]:
+    def _check_one(
+        self, cid: bytes, verified_chunks: set[bytes]
+    ) -> tuple[list[str], int, dict[bytes, str]]:
+        """(problems, bytes read, {damaged chunk: problem}) of one checkpoint."""
+        bad: dict[bytes, str] = {}
         with self.env.read() as txn:
             raw = txn.get(DB_CHECKPOINTS, cid)
             if raw is None:
-                return [], 0  # deleted meanwhile
+                return [], 0, bad  # deleted meanwhile
             size = len(raw)
             level = "standard" if self.level == "comprehensive" else self.level
             report = validate(self.t, txn, cid, level)
@@ -289,7 +298,7 @@ class Scrubber:
                 try:
                     meta = self.t.checkpoints.read(txn, cid)
                 except IntegrityError as err:
-                    return [*problems, str(err)], size
+                    return [*problems, str(err)], size, bad
                 payloads = self.t.payloads.reader(txn, cid, meta.components)
                 for index, comp in enumerate(meta.components):
                     size += comp[3]
@@ -309,17 +318,27 @@ class Scrubber:
                         problem = check_chunk(self.t, txn, chunk)
                         if problem:
                             problems.append(problem)
+                            bad[chunk] = problem
                         else:
                             verified_chunks.add(chunk)
             if report.metadata_valid is False and not problems:
                 problems = list(report.findings)
-        return problems, size
+        return problems, size, bad
 
     # -- handling a corrupt checkpoint -----------------------------------------------------------
 
-    def _handle_corrupt(self, cid: bytes, problems: list[str]) -> None:
+    def _handle_corrupt(self, cid: bytes, problems: list[str], bad: dict[bytes, str]) -> None:
         text = id_to_text(cid)
         problem = "; ".join(problems)
+        # Only file chunks are damaged: state, manifest and metadata verified.
+        chunks_only = bool(bad) and set(problems) <= set(bad.values())
+        if chunks_only and salvage.already_salvaged(self.t, cid, bad):
+            if not self.repair or not self._repair_from_backup(cid):
+                self._find(Finding("checkpoint", text, problem, text, "kept (damaged files)"))
+                return
+            self.repaired += 1
+            self._find(Finding("checkpoint", text, problem, text, "repaired"))
+            return
         if not self.repair:
             self._mark(cid, problem)
             self._find(Finding("checkpoint", text, problem, text, "marked"))
@@ -328,6 +347,13 @@ class Scrubber:
             self.repaired += 1
             self._find(Finding("checkpoint", text, problem, text, "repaired"))
             return
+        if chunks_only:
+            files = salvage.salvage(self.t, cid, bad, problem)
+            if files is not None:
+                self.salvaged += 1 if files else 0
+                action = salvage.describe(files)
+                self._find(Finding("checkpoint", text, problem, text, action))
+                return
         with self.env.read() as txn:
             reg_key, flags = self._registry_slot(txn, cid)
         if flags is None:
@@ -335,7 +361,7 @@ class Scrubber:
             # rest of the checkpoint is intact, rebuild the entry from the metadata (pinned, to be
             # safe); never delete a checkpoint that may have been pinned.
             action = self._repair_registry(reg_key, cid)
-            problems_now, _size = self._check_one(cid, set())
+            problems_now, _size, _bad = self._check_one(cid, set())
             if action == "rebuilt" and not problems_now:
                 self.repaired += 1
                 self._find(Finding("checkpoint", text, problem, text, "rebuilt"))
@@ -492,7 +518,7 @@ class Scrubber:
 
         if not self.env.write(apply):
             return False
-        problems, _size = self._check_one(cid, set())
+        problems, _size, _bad = self._check_one(cid, set())
         return not problems
 
     # -- pass B: registry ------------------------------------------------------------------------

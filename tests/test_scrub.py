@@ -269,14 +269,18 @@ BACKUP_CASES = _cases(
         ("registry", "swap"): BUG_SWAPPED_OCCUPANT,
     }
 )
-NO_BACKUP_CASES = _cases(
-    {
-        ("registry", "flip"): BUG_REGISTRY_DELETES,
-        ("registry", "truncate"): BUG_REGISTRY_DELETES,
-        ("registry", "swap"): BUG_REGISTRY_DELETES,
-        ("registry", "delete"): BUG_REGISTRY_DELETES,
-    }
-)
+NO_BACKUP_CASES = [
+    case
+    for case in _cases(
+        {
+            ("registry", "flip"): BUG_REGISTRY_DELETES,
+            ("registry", "truncate"): BUG_REGISTRY_DELETES,
+            ("registry", "swap"): BUG_REGISTRY_DELETES,
+            ("registry", "delete"): BUG_REGISTRY_DELETES,
+        }
+    )
+    if case.values[0] != "chunk"  # a checkpoint whose only damage is a chunk is salvaged
+]
 
 
 def damaged_keys(key: bytes, other: bytes, how: str) -> list[bytes]:
@@ -367,7 +371,7 @@ def test_damage_without_backup_is_removed_cleanly(ps: Pristine, kind: str, how: 
         remaining = {i.id for i in store.list()}
         deleted = set(ps.ids) - remaining
         assert deleted <= cids
-        if kind in ("metadata", "state", "manifest", "chunk"):
+        if kind in ("metadata", "state", "manifest"):
             assert deleted == (cids if how == "swap" else {ps.ids[VICTIM]})
         else:
             # The registry entry is rebuilt from intact metadata, counts from the manifests:
@@ -388,16 +392,59 @@ def test_damage_without_backup_is_removed_cleanly(ps: Pristine, kind: str, how: 
         assert not any(v[:16] == prefix for v in raw[DB_REGISTRY].values())
 
 
-@pytest.mark.parametrize("kind", ["metadata", "state", "chunk"])
+@pytest.mark.parametrize("how", HOWS)
+def test_chunk_damage_without_backup_is_salvaged(ps: Pristine, how: str) -> None:
+    """Every way of damaging a chunk, no backup: its checkpoints are kept with their state and
+    the file the chunk held is marked damaged; nothing is deleted; the rest restores exactly."""
+    dbname, key, other, cids = target(ps, "chunk")
+    inject(ps.path, dbname, key, how, other)
+    hit = cids if how == "swap" else {ps.ids[VICTIM]}
+    with ckdb.open(ps.path, retention=None) as store:
+        report = store.scrub(repair=True)
+        assert not report.ok  # data was lost: salvaging is not repairing
+        assert report.deleted == 0
+        assert report.salvaged == len(hit)
+        actions = {f.checkpoint_id: f.action for f in report.findings if f.kind == "checkpoint"}
+        assert set(actions) == hit
+        assert all("1 damaged file(s): unique.bin" in a for a in actions.values()), actions
+        assert {i.id for i in store.list()} == set(ps.ids)
+        for cid in hit:
+            info = store.get_info(cid)
+            assert (info.status, info.damaged_files) == ("damaged", ("unique.bin",))
+            assert store.load(cid).state == ps.states[cid]
+            target_dir = ps.root / f"salvaged-{cid}"
+            restored = store.restore(cid, target_dir=target_dir)
+            assert not restored.ok
+            assert restored.unrestored == (
+                "unique.bin: its content is damaged (salvaged by scrub); not restored",
+            )
+            assert {p.name: p.read_bytes() for p in target_dir.iterdir()} == {"common.txt": COMMON}
+        # A second scrub (with or without repair) keeps them as they are, and says so.
+        for repair in (False, True):
+            again = store.scrub(repair=repair)
+            assert {f.checkpoint_id: f.action for f in again.findings} == dict.fromkeys(
+                hit, "kept (damaged files)"
+            )
+        # The damaged chunk's record is gone (never data); its count stays with the manifests.
+        assert_restores_exactly(store, ps, sorted(set(ps.ids) - hit), ps.root)
+    raw = dump(ps.path)
+    for chunk in damaged_keys(key, other, how):
+        assert chunk not in raw[DB_CHUNKS]
+        assert chunk in raw[DB_REFS]
+    with ckdb.open(ps.path, retention=None) as store:  # the backup still makes it whole
+        assert store.scrub(repair=True, backup=ps.backup).repaired == len(hit)
+        assert_clean(store)
+    assert dump(ps.path) == ps.raw
+
+
+@pytest.mark.parametrize("kind", ["metadata", "state"])
 def test_pinned_damaged_checkpoint_stays_marked(ps: Pristine, kind: str) -> None:
     pinned = ps.ids[Pristine.PINNED]
     pid = id_from_text(pinned)
     if kind == "metadata":
         inject(ps.path, DB_CHECKPOINTS, pid, "flip")
-    elif kind == "state":
-        inject(ps.path, DB_PAYLOADS, payload_key(pid, RecordType.BUNDLE, ""), "flip")
     else:
-        inject(ps.path, DB_CHUNKS, ps.unique_chunk(pinned), "flip")
+        inject(ps.path, DB_PAYLOADS, payload_key(pid, RecordType.BUNDLE, ""), "flip")
     with ckdb.open(ps.path, retention=None) as store:
         report = store.scrub(repair=True)
         (finding,) = [f for f in report.findings if f.checkpoint_id == pinned]

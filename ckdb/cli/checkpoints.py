@@ -115,9 +115,11 @@ def cmd_show(store: ckdb.Store, args: argparse.Namespace) -> int:
         print_json(info)
         return EXIT_OK
     for field, value in attrs.asdict(info, recurse=False).items():
-        if field in ("components", "warnings"):
+        if field in ("components", "warnings", "damaged_files"):
             continue
         print(f"{field:>12}: {'' if value is None else value}")
+    for path in info.damaged_files:
+        print(f"{'damaged file':>12}: {path} (its content was lost; restore skips it)")
     for comp in info.components:
         if comp.type == "bundle":
             stored = (

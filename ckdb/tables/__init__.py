@@ -27,9 +27,12 @@ workflow, a checkpoint's registry slot and listing record, deleting a whole chec
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from ckdb import keys as keyring
 from ckdb._env import Env, Txn
@@ -53,7 +56,13 @@ from ckdb.layout import (
     split_registry_key,
 )
 from ckdb.meta import Meta, datetime_of, now_us
-from ckdb.records import KIND_AUTOMATIC, KIND_MANUAL, STATUS_CORRUPTED, CheckpointInfo
+from ckdb.records import (
+    KIND_AUTOMATIC,
+    KIND_MANUAL,
+    STATUS_CORRUPTED,
+    STATUS_DAMAGED,
+    CheckpointInfo,
+)
 from ckdb.retention import RetentionPolicy
 from ckdb.tables.checkpoints import Checkpoints, Registry
 from ckdb.tables.chunks import Chunks
@@ -251,7 +260,7 @@ class Tables:
         except (CheckpointNotFound, IntegrityError):
             meta = None
         if meta is not None:
-            return meta.info(flags)
+            return self.info(txn, meta, flags)
         wf_key, seq = split_registry_key(reg_key)
         return CheckpointInfo(
             id=id_to_text(cid) if len(cid) == 16 else "",
@@ -295,6 +304,17 @@ class Tables:
             self.registry.delete(txn, reg_key)
         self.marks.delete(txn, cid)
 
+    def info(self, txn: Txn, meta: Meta, flags: int) -> CheckpointInfo:
+        """A checkpoint's record; a marked one with a damage record is "damaged" (salvaged)."""
+        if flags & FLAG_MARKED:
+            damage = self.marks.damage(txn, meta.cid)
+            if damage is not None:
+                return attrs.evolve(
+                    meta.info(flags, STATUS_DAMAGED),
+                    damaged_files=tuple(os.fsdecode(f) for f in damage.files),
+                )
+        return meta.info(flags)
+
     def mark(self, txn: Txn, cid: bytes, reason: str) -> None:
         """Mark a checkpoint corrupted inside ``txn``: the MARKED flag of its registry entry and
         a mark record saying why.
@@ -314,3 +334,4 @@ class Tables:
         else:
             self.registry.put(txn, reg_key, cid, created_us, flags | FLAG_MARKED)
         self.marks.put(txn, cid, reason)
+        self.marks.clear_damage(txn, cid)  # marked for another reason: no longer salvaged

@@ -155,6 +155,10 @@ class Chunks:
             raise IntegrityError(f"chunk {cid.hex()[:16]} is missing")
         return self._frames.unframe(DB_CHUNKS, cid, value, RecordType.CHUNK)
 
+    def drop(self, txn: Txn, cid: bytes) -> None:
+        """Delete a damaged chunk's record (its reference count stays: manifests still name it)."""
+        txn.delete(DB_CHUNKS, cid)
+
     def put_new(self, txn: Txn, cid: bytes, frame: bytes) -> bool:
         """Put a chunk unless one is there; True if this put wrote it."""
         return txn.put(DB_CHUNKS, cid, frame, overwrite=False)

@@ -5,12 +5,16 @@
   sequence), never trusted.
 - ``settings``: short names -> setting frames (record type 8): ``retention/<workflow key>`` (a
   workflow's own policy), leases, cursors (scrub, rotation), the monitor's lease.
-- ``marks``: checkpoint id ‖ 0x00 -> mark frame (record type 9): why a checkpoint was marked.
+- ``marks``: checkpoint id ‖ 0x00 -> mark frame (record type 9): why a checkpoint was marked;
+  checkpoint id ‖ 0x01 -> damage frame (record type 9): the files of a checkpoint whose chunks
+  scrub found damaged and kept the rest of (``{files, chunks, at}``: a *salvaged* checkpoint).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from attrs import frozen
 
 from ckdb import encoding
 from ckdb._env import Txn
@@ -132,8 +136,22 @@ class Settings:
         txn.delete(DB_SETTINGS, key)
 
 
+MARK_REASON = b"\x00"
+MARK_DAMAGE = b"\x01"
+
+
+@frozen
+class Damage:
+    """What scrub's salvaging repair recorded of a checkpoint: its files whose chunks are
+    damaged (manifest paths, bytes) and those chunks' content ids."""
+
+    files: tuple[bytes, ...]
+    chunks: tuple[bytes, ...]
+    at_us: int
+
+
 class Marks:
-    """Why a checkpoint was marked corrupted."""
+    """Why a checkpoint was marked corrupted, and which of its files are damaged."""
 
     __slots__ = ("_frames",)
 
@@ -141,8 +159,34 @@ class Marks:
         self._frames = frames
 
     def put(self, txn: Txn, cid: bytes, reason: str) -> None:
-        key = cid + b"\x00"
-        body = encoding.encode({"reason": reason, "at": now_us()})
+        self._put(txn, cid + MARK_REASON, {"reason": reason, "at": now_us()})
+
+    def put_damage(self, txn: Txn, cid: bytes, files: list[bytes], chunks: list[bytes]) -> None:
+        """Record a salvaged checkpoint's damaged files (the checkpoint is marked as well)."""
+        doc = {"files": sorted(set(files)), "chunks": sorted(set(chunks)), "at": now_us()}
+        self._put(txn, cid + MARK_DAMAGE, doc)
+
+    def clear_damage(self, txn: Txn, cid: bytes) -> None:
+        txn.delete(DB_MARKS, cid + MARK_DAMAGE)
+
+    def damage(self, txn: Txn, cid: bytes) -> Damage | None:
+        """The damage record of a salvaged checkpoint; None if it has none, or if the record
+        itself does not verify (then the checkpoint is simply corrupted)."""
+        key = cid + MARK_DAMAGE
+        raw = txn.get(DB_MARKS, key)
+        if raw is None:
+            return None
+        try:
+            doc = encoding.decode(self._frames.unframe(DB_MARKS, key, raw, RecordType.MARK))
+            files = tuple(bytes(f) for f in doc["files"])
+            chunks = tuple(bytes(c) for c in doc["chunks"])
+            at_us = int(doc["at"])
+        except (CkdbError, KeyError, TypeError, ValueError):
+            return None
+        return Damage(files, chunks, at_us)
+
+    def _put(self, txn: Txn, key: bytes, doc: dict[str, Any]) -> None:
+        body = encoding.encode(doc)
         txn.put(DB_MARKS, key, self._frames.frame(RecordType.MARK, DB_MARKS, key, body, Codec.NONE))
 
     def delete(self, txn: Txn, cid: bytes) -> None:

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ckdb
-from ckdb.encoding import decode, encode, same
+from ckdb.encoding import _encode_strict, decode, encode, same
 from tests import strategies
 
 EDGE_VALUES = [
@@ -161,3 +161,10 @@ def test_store_round_trips_generated_state(
         ck = s.load(info.id)
     assert same(ck.state, state)
     assert same(ck.resources, resources)
+
+
+@given(strategies.values)
+def test_the_compiled_fast_path_writes_the_bytes_msgpack_python_writes(value: object) -> None:
+    """``encode`` takes ormsgpack first; what it writes must be exactly what the strict
+    msgpack-python encoder writes (the format, and every stored digest, depend on it)."""
+    assert encode(value) == _encode_strict(value, "state")

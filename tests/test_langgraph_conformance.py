@@ -82,10 +82,10 @@ class SyncBacked(BaseCheckpointSaver[str]):
         self.s.prune(*a, **k)
 
 
-@pytest.fixture
-def saver(tmp_path: Path) -> Iterator[CkdbSaver]:
+@pytest.fixture(params=["durable", "with_checkpoint"])
+def saver(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[CkdbSaver]:
     with ckdb.open(tmp_path / "lg.ckdb", retention=None) as store:
-        yield CkdbSaver(store)
+        yield CkdbSaver(store, pending_writes=request.param)
 
 
 @pytest.mark.parametrize(("cap", "fn"), CASES, ids=[f"{c}-{f.__name__}" for c, f in CASES])
@@ -98,11 +98,13 @@ def test_spec_sync(saver: CkdbSaver, cap: str, fn: Callable[..., Any]) -> None:
     asyncio.run(fn(SyncBacked(saver)))
 
 
-def _full_report(wrap: Callable[[CkdbSaver], BaseCheckpointSaver[Any]]) -> dict[str, Any]:
+def _full_report(
+    wrap: Callable[[CkdbSaver], BaseCheckpointSaver[Any]], pending_writes: str
+) -> dict[str, Any]:
     @checkpointer_test(name="CkdbSaver")
     async def factory() -> AsyncGenerator[BaseCheckpointSaver[Any], None]:
         with tempfile.TemporaryDirectory() as d, ckdb.open(Path(d) / "s", retention=None) as st:
-            yield wrap(CkdbSaver(st))
+            yield wrap(CkdbSaver(st, pending_writes=pending_writes))
 
     report = asyncio.run(validate(factory))
     report.print_report()
@@ -111,9 +113,12 @@ def _full_report(wrap: Callable[[CkdbSaver], BaseCheckpointSaver[Any]]) -> dict[
     return out
 
 
+@pytest.mark.parametrize("pending_writes", ["durable", "with_checkpoint"])
 @pytest.mark.parametrize("wrap", [lambda s: s, SyncBacked], ids=["async", "sync"])
-def test_full_conformance_report(wrap: Callable[[CkdbSaver], BaseCheckpointSaver[Any]]) -> None:
-    report = _full_report(wrap)
+def test_full_conformance_report(
+    wrap: Callable[[CkdbSaver], BaseCheckpointSaver[Any]], pending_writes: str
+) -> None:
+    report = _full_report(wrap, pending_writes)
     assert report["level"] == "FULL"
     results = report["results"]
     assert set(results) == {c.value for c in ALL_CAPABILITIES}

@@ -22,13 +22,13 @@ WORKER = Path(__file__).parent / "workers" / "langgraph_graph.py"
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
 
 
-def _run(path: Path, mode: str) -> dict[str, Any]:
+def _run(path: Path, mode: str, env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(path), mode],
         capture_output=True,
         text=True,
         timeout=120,
-        env=ENV,
+        env=env,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -41,14 +41,16 @@ def _log(path: Path) -> list[tuple[int, str]]:
     return [(int(lines[i]), lines[i + 1]) for i in range(0, len(lines), 2)]
 
 
-def test_graph_killed_mid_node_then_resumed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pending_writes", ["durable", "with_checkpoint"])
+def test_graph_killed_mid_node_then_resumed(tmp_path: Path, pending_writes: str) -> None:
     path = tmp_path / "graph.ckdb"
+    env = {**ENV, "CKDB_LG_PENDING_WRITES": pending_writes}
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), str(path), "start"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ENV,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -69,14 +71,14 @@ def test_graph_killed_mid_node_then_resumed(tmp_path: Path) -> None:
         assert tup.checkpoint["channel_values"]["steps"] == ["plan"]
         assert tup.metadata["step"] == 1
 
-    interrupted = _run(path, "resume")
+    interrupted = _run(path, "resume", env)
     assert interrupted["event"] == "interrupted"
     assert interrupted["interrupts"] == [
         {"question": "approve the draft?", "draft": "OUTLINE FOR CKDB"}
     ]
     assert interrupted["steps"] == ["plan", "work"]
 
-    done = _run(path, "approve")
+    done = _run(path, "approve", env)
     assert done["event"] == "done"
     assert done["next"] == []
     assert done["state"]["steps"] == ["plan", "work", "review:approved", "finish"]

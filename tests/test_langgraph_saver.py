@@ -250,3 +250,80 @@ def test_list_across_threads_and_filters(saver: CkdbSaver) -> None:
     assert [t.checkpoint["id"] for t in saver.list(None, filter={"run_id": "rb"})] == b[::-1]
     got = [t.checkpoint["id"] for t in saver.list(_cfg("a"), before=_cfg("a", cid=a[2]), limit=1)]
     assert got == [a[1]]
+
+
+class _Commits:
+    """Counts the durable commits a saver makes (its store's ``Env.write`` calls)."""
+
+    def __init__(self, saver: CkdbSaver, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.n = 0
+        real = saver._env.write
+
+        def counted(fn: Any, **kw: Any) -> Any:
+            self.n += 1
+            return real(fn, **kw)
+
+        monkeypatch.setattr(saver._env, "write", counted)
+
+
+def test_with_checkpoint_writes_commit_with_the_next_put(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saver = CkdbSaver(store, pending_writes="with_checkpoint")
+    (first,) = _chain(saver, "t", 1)
+    commits = _Commits(saver, monkeypatch)
+    saver.put_writes(_cfg("t", cid=first), [("a", 1)], "task-1")
+    saver.put_writes(_cfg("t", cid=first), [("b", 2)], "task-2")
+    assert (commits.n, _count(store, DB_WRITES)) == (0, 0)  # held, nothing committed
+    _chain_from = saver.put(
+        _cfg("t", cid=first),
+        generate_checkpoint(channel_values={"count": 1}, channel_versions={"count": "2"}),
+        generate_metadata(step=1),
+        {"count": "2"},
+    )
+    assert (commits.n, _count(store, DB_WRITES)) == (1, 2)  # one commit: both writes + the put
+    tup = saver.get_tuple(_cfg("t", cid=first))
+    assert tup is not None and sorted(w[1:] for w in tup.pending_writes) == [("a", 1), ("b", 2)]
+    assert _chain_from["configurable"]["checkpoint_id"] != first
+
+
+def test_with_checkpoint_reads_and_special_writes_commit_what_is_held(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saver = CkdbSaver(store, pending_writes="with_checkpoint")
+    (first,) = _chain(saver, "t", 1)
+    commits = _Commits(saver, monkeypatch)
+    saver.put_writes(_cfg("t", cid=first), [("a", 1)], "task-1")
+    tup = saver.get_tuple(_cfg("t"))  # a read sees what was held: it commits it first
+    assert tup is not None and [w[1:] for w in tup.pending_writes] == [("a", 1)]
+    assert commits.n == 1
+    saver.put_writes(_cfg("t", cid=first), [("b", 2)], "task-2")
+    # An interrupt is never held: it commits at once, with the regular write held before it.
+    saver.put_writes(_cfg("t", cid=first), [("__interrupt__", "ask")], "task-3")
+    assert (commits.n, _count(store, DB_WRITES)) == (2, 3)
+    saver.flush()
+    assert commits.n == 2  # nothing held: no commit
+
+
+def test_with_checkpoint_writes_are_held_again_when_the_commit_fails(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saver = CkdbSaver(store, pending_writes="with_checkpoint")
+    (first,) = _chain(saver, "t", 1)
+    saver.put_writes(_cfg("t", cid=first), [("a", 1)], "task-1")
+    real = saver._env.write
+
+    def failing(fn: Any, **kw: Any) -> Any:
+        raise ckdb.StorageError("disk on fire")
+
+    monkeypatch.setattr(saver._env, "write", failing)
+    with pytest.raises(ckdb.StorageError):
+        saver.flush()
+    monkeypatch.setattr(saver._env, "write", real)
+    saver.flush()
+    assert _count(store, DB_WRITES) == 1
+
+
+def test_pending_writes_mode_is_checked(store: ckdb.Store) -> None:
+    with pytest.raises(ckdb.InvalidInput, match="pending_writes"):
+        CkdbSaver(store, pending_writes="sometimes")

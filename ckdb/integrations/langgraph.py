@@ -75,6 +75,7 @@ from ckdb.integrations._langgraph_layout import (
     split_checkpoint_key,
     version_text,
 )
+from ckdb.integrations._langgraph_pending import MODES, Held, commit_with
 from ckdb.layout import Codec, RecordType, prefix_end
 from ckdb.meta import now_us
 from ckdb.retention import (
@@ -105,7 +106,10 @@ class CkdbSaver(AsyncTwins):
     ``serde``: LangGraph's serializer for the values it owns (default: ``JsonPlusSerializer``
     without pickle fallback; one with pickle fallback is refused). ``retention``: a ckdb policy
     (name or :class:`RetentionPolicy`) applied to every thread without its own; None (default):
-    no automatic retention.
+    no automatic retention. ``pending_writes``: ``"durable"`` (default: each ``put_writes`` is a
+    durable commit) or ``"with_checkpoint"`` (a step's regular writes commit with its next
+    checkpoint: one durable commit per step; a crash can make LangGraph re-run that step's
+    tasks; see ``ckdb/integrations/_langgraph_pending.py`` and docs/langgraph.md).
     """
 
     def __init__(
@@ -114,9 +118,14 @@ class CkdbSaver(AsyncTwins):
         *,
         serde: SerializerProtocol | None = None,
         retention: str | RetentionPolicy | None = None,
+        pending_writes: str = "durable",
     ) -> None:
         super().__init__(serde=serde or JsonPlusSerializer(pickle_fallback=False))
         check_serde(self.serde)
+        if pending_writes not in MODES:
+            raise InvalidInput(f"pending_writes must be one of {MODES}, not {pending_writes!r}")
+        self._hold_writes = pending_writes == "with_checkpoint"
+        self._held = Held()
         self.store = store
         self._retention = None if retention is None else resolve_policy(retention)
         # Encrypted store: names in keys are the store's keyed name digests (looked up through
@@ -137,15 +146,18 @@ class CkdbSaver(AsyncTwins):
         *,
         serde: SerializerProtocol | None = None,
         retention: str | RetentionPolicy | None = None,
+        pending_writes: str = "durable",
         **open_kwargs: Any,
     ) -> Iterator[CkdbSaver]:
-        """Open (or create) the store at ``path`` for this saver; closed on exit."""
+        """Open (or create) the store at ``path`` for this saver; closed on exit (held pending
+        writes are committed first)."""
         open_kwargs.setdefault("retention", None)
         store = open_store(path, **open_kwargs)
         try:
-            saver = cls(store, serde=serde, retention=retention)
+            saver = cls(store, serde=serde, retention=retention, pending_writes=pending_writes)
             saver._owns_store = True
             yield saver
+            saver.flush()
         finally:
             store.close()
 
@@ -154,7 +166,15 @@ class CkdbSaver(AsyncTwins):
 
     def __exit__(self, *exc: object) -> None:
         if self._owns_store:
-            self.store.close()
+            try:
+                self.flush()
+            finally:
+                self.store.close()
+
+    def flush(self) -> None:
+        """Commit the pending writes held for the next checkpoint (``"with_checkpoint"``)."""
+        if len(self._held):
+            commit_with(self._env.write, self._held, None, 0)
 
     # -- frames and serde ------------------------------------------------------------------------
 
@@ -256,7 +276,7 @@ class CkdbSaver(AsyncTwins):
                     txn, ns_prefix, policy, datetime.now(UTC), thread_id, protect=checkpoint["id"]
                 )
 
-        self._env.write(apply, estimate=estimate)
+        commit_with(self._env.write, self._held, apply, estimate)
         return self._config(thread_id, ns, checkpoint["id"])
 
     def put_writes(
@@ -294,8 +314,14 @@ class CkdbSaver(AsyncTwins):
             for key, value, overwrite in rows:
                 txn.put(DB_WRITES, key, value, overwrite=overwrite)
 
-        if rows:
-            self._env.write(apply, estimate=sum(len(r[1]) for r in rows))
+        if not rows:
+            return
+        estimate = sum(len(r[1]) for r in rows)
+        if self._hold_writes and not any(special for _k, _v, special in rows):
+            if self._held.add(apply, estimate):
+                self.flush()  # over the bounds: commit what is held now
+            return
+        commit_with(self._env.write, self._held, apply, estimate)
 
     # -- read ------------------------------------------------------------------------------------
 
@@ -369,6 +395,7 @@ class CkdbSaver(AsyncTwins):
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config`` (its ``checkpoint_id``, else the newest of the
         thread's namespace), with its channel values and pending writes; None if absent."""
+        self.flush()  # held pending writes first: reads see them, changes follow them
         thread_id, ns = self._ids(config)
         lay = self._layout
         ns_prefix = lay.ns(lay.thread(thread_id), ns)
@@ -395,6 +422,7 @@ class CkdbSaver(AsyncTwins):
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first (by checkpoint id): of one thread (and namespace, when the
         config names one), or of every thread; ``filter`` matches metadata keys exactly."""
+        self.flush()  # held pending writes first: reads see them, changes follow them
         lay = self._layout
         prefix = b""
         ns_filter: str | None = None
@@ -497,12 +525,14 @@ class CkdbSaver(AsyncTwins):
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, blob and pending write of a thread (all namespaces). The
         thread's retention setting, if any, stays."""
+        self.flush()  # held pending writes first: reads see them, changes follow them
         thread = self._layout.thread(str(thread_id))
         self._env.write(lambda txn: self._delete_thread_in(txn, thread))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete every checkpoint (with its writes) created by the given runs, in every thread
         and namespace; blobs no remaining checkpoint needs go too."""
+        self.flush()  # held pending writes first: reads see them, changes follow them
         prefixes = [self._layout.run_prefix(str(r)) for r in run_ids]
         if not prefixes:
             return
@@ -534,6 +564,7 @@ class CkdbSaver(AsyncTwins):
         """Copy every checkpoint, blob and pending write of a thread to another thread (same
         namespaces and checkpoint ids; existing target entries with the same ids are
         replaced). Frames are re-tagged for their new keys."""
+        self.flush()  # held pending writes first: reads see them, changes follow them
         lay = self._layout
         src = lay.thread(str(source_thread_id))
         dst = lay.thread(str(target_thread_id))
@@ -566,6 +597,7 @@ class CkdbSaver(AsyncTwins):
         """``keep_latest``: keep only the newest checkpoint of each namespace of each thread
         (with its pending writes and the blobs it references); ``delete``: delete the threads.
         One transaction per thread."""
+        self.flush()  # held pending writes first: reads see them, changes follow them
         if strategy not in STRATEGIES:
             raise InvalidInput(f"unknown prune strategy {strategy!r}; use one of {STRATEGIES}")
         for thread_id in thread_ids:
@@ -669,6 +701,7 @@ class CkdbSaver(AsyncTwins):
     ) -> RetentionResult:
         """Apply retention now: to one thread or (None) every thread; ``policy`` overrides the
         threads' own. One plan per namespace; each namespace keeps its newest checkpoint."""
+        self.flush()  # held pending writes first: reads see them, changes follow them
         override = None if policy is None else resolve_policy(policy)
         if now is None:
             now = datetime.now(UTC)

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     path, mode = argv[1], argv[2]
     log_path = path + ".log"
     with ckdb.open(path, retention=None) as store:
-        saver = CkdbSaver(store)
+        saver = CkdbSaver(store, pending_writes=os.environ.get("CKDB_LG_PENDING_WRITES", "durable"))
         graph = build(log_path, block_in_work=mode == "start").compile(checkpointer=saver)
         if mode == "start":
             graph.invoke({"topic": "ckdb", "steps": []}, THREAD, durability="sync")

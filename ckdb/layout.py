@@ -212,6 +212,12 @@ _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 _B32_DECODE = {c: i for i, c in enumerate(_B32)}
 _B32_DECODE.update({c.lower(): i for i, c in enumerate(_B32)})
 ID_TEXT_LEN = 26
+_TO_INT32 = {
+    code: "0123456789abcdefghijklmnopqrstuv"[_B32_DECODE[chr(code)]]
+    if chr(code) in _B32_DECODE
+    else "!"
+    for code in range(128)
+}
 
 
 class IdGenerator:
@@ -266,12 +272,15 @@ def id_from_text(text: object) -> bytes:
         return bytes(text)
     if not isinstance(text, str) or len(text) != ID_TEXT_LEN:
         raise CheckpointNotFound(f"no checkpoint {text!r}: not a 26-character checkpoint id")
-    n = 0
-    for ch in text:
-        v = _B32_DECODE.get(ch)
-        if v is None:
-            raise CheckpointNotFound(f"no checkpoint {text!r}: invalid character {ch!r}")
-        n = (n << 5) | v
+    # Every ASCII character to its digit in int()'s base 32 (0-9a-v), the rest to "!", which
+    # int() refuses: one C pass instead of a Python loop over 26 characters (7 -> ~1 µs).
+    try:
+        if not text.isascii():
+            raise ValueError
+        n = int(text.translate(_TO_INT32), 32)
+    except ValueError:
+        bad = next((ch for ch in text if ch not in _B32_DECODE), "?")
+        raise CheckpointNotFound(f"no checkpoint {text!r}: invalid character {bad!r}") from None
     if n >> 128:
         raise CheckpointNotFound(f"no checkpoint {text!r}: id out of range")
     return n.to_bytes(16, "big")

@@ -179,7 +179,7 @@ class CkdbSaver(AsyncTwins):
     # -- frames and serde ------------------------------------------------------------------------
 
     def _frame(self, db: bytes, key: bytes, raw: bytes) -> bytes:
-        return self.store.tables.frames.frame(RTYPE, db, key, raw, Codec.ZSTD)
+        return self.store.tables.frames.frame(RTYPE, db, key, raw, Codec.AUTO)
 
     def _unframe(self, db: bytes, key: bytes, value: bytes) -> bytes:
         return self.store.tables.frames.unframe(db, key, value, RTYPE)

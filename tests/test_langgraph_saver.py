@@ -266,12 +266,18 @@ class _Commits:
         monkeypatch.setattr(saver._env, "write", counted)
 
 
-def test_with_checkpoint_writes_commit_with_the_next_put(
-    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def held(store: ckdb.Store, monkeypatch: pytest.MonkeyPatch) -> tuple[CkdbSaver, str, _Commits]:
+    """A "with_checkpoint" saver with one checkpoint, and a count of its commits from then."""
     saver = CkdbSaver(store, pending_writes="with_checkpoint")
     (first,) = _chain(saver, "t", 1)
-    commits = _Commits(saver, monkeypatch)
+    return saver, first, _Commits(saver, monkeypatch)
+
+
+def test_with_checkpoint_writes_commit_with_the_next_put(
+    store: ckdb.Store, held: tuple[CkdbSaver, str, _Commits]
+) -> None:
+    saver, first, commits = held
     saver.put_writes(_cfg("t", cid=first), [("a", 1)], "task-1")
     saver.put_writes(_cfg("t", cid=first), [("b", 2)], "task-2")
     assert (commits.n, _count(store, DB_WRITES)) == (0, 0)  # held, nothing committed
@@ -288,11 +294,9 @@ def test_with_checkpoint_writes_commit_with_the_next_put(
 
 
 def test_with_checkpoint_reads_and_special_writes_commit_what_is_held(
-    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+    store: ckdb.Store, held: tuple[CkdbSaver, str, _Commits]
 ) -> None:
-    saver = CkdbSaver(store, pending_writes="with_checkpoint")
-    (first,) = _chain(saver, "t", 1)
-    commits = _Commits(saver, monkeypatch)
+    saver, first, commits = held
     saver.put_writes(_cfg("t", cid=first), [("a", 1)], "task-1")
     tup = saver.get_tuple(_cfg("t"))  # a read sees what was held: it commits it first
     assert tup is not None and [w[1:] for w in tup.pending_writes] == [("a", 1)]

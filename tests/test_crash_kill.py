@@ -19,13 +19,10 @@ Rounds: ``CKDB_KILL_ROUNDS`` (default 60). Seed: ``CKDB_KILL_SEED`` (default: ra
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from lmdb import verify as lmdb_verify
 
 import ckdb
 from tests.workers.kill_writer import state_for
+from tests.workers.killable import Killable
 
 
 def open_store(path: Any, **kwargs: Any) -> ckdb.Store:
@@ -51,54 +49,14 @@ SLOW_FSYNC = 0.02  # creation rounds: each fsync sleeps this long before and aft
 pytestmark = pytest.mark.crash
 
 
-class Writer:
-    """A writer subprocess whose complete stdout lines are collected by a thread."""
+class Writer(Killable):
+    """A writer subprocess (tests/workers/kill_writer.py)."""
 
     def __init__(self, path: Path, seed: int, first_n: int, slow_fsync: float | None) -> None:
         argv = [sys.executable, str(WRITER), str(path), str(seed), str(first_n)]
         if slow_fsync is not None:
             argv.append(str(slow_fsync))
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(path.parent),
-        )
-        self.lines: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            if not raw.endswith(b"\n"):
-                break  # a half-printed line is not an acknowledgement
-            with self._cond:
-                self.lines.append(json.loads(raw))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_for(self, predicate: Any, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self.lines):
-                left = end - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    return predicate(self.lines)
-                self._cond.wait(min(left, 0.05))
-            return True
-
-    def kill(self) -> tuple[list[dict[str, Any]], str, int]:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        code = self.proc.wait()
-        self._reader.join(10)
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read().decode(errors="replace")
-        with self._cond:
-            return list(self.lines), err, code
+        super().__init__(argv, cwd=path.parent)
 
 
 class Model:

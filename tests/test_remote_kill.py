@@ -17,13 +17,10 @@ Seed: ``CKDB_KILL_SEED`` (default random, printed).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ import pytest
 from lmdb import verify as lmdb_verify
 
 import ckdb
+from tests.workers.killable import Killable
 from tests.workers.ship_writer import KEY, WORKFLOWS, state_for
 
 WRITER = Path(__file__).resolve().parent / "workers" / "ship_writer.py"
@@ -41,43 +39,11 @@ ROUND_TIMEOUT = 60.0
 pytestmark = pytest.mark.crash
 
 
-class Writer:
+class Writer(Killable):
+    """A shipping writer subprocess (tests/workers/ship_writer.py)."""
+
     def __init__(self, path: Path, url: str, seed: int, first_n: int) -> None:
-        argv = [sys.executable, str(WRITER), str(path), url, str(seed), str(first_n)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.lines: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            if not raw.endswith(b"\n"):
-                break  # a half-printed line is not an acknowledgement
-            with self._cond:
-                self.lines.append(json.loads(raw))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_for(self, predicate: Any, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self.lines) and time.monotonic() < end:
-                if self.proc.poll() is not None and not self._reader.is_alive():
-                    return
-                self._cond.wait(0.05)
-
-    def kill(self) -> tuple[list[dict[str, Any]], str, int]:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        code = self.proc.wait()
-        self._reader.join(10)
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read().decode(errors="replace")
-        with self._cond:
-            return list(self.lines), err, code
+        super().__init__([sys.executable, str(WRITER), str(path), url, str(seed), str(first_n)])
 
 
 class Model:

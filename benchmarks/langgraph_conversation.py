@@ -1,6 +1,7 @@
 """Benchmark: a 300-step growing conversation on CkdbSaver beside LangGraph's SqliteSaver.
 
     python benchmarks/langgraph_conversation.py [--steps 300] [--repeats 1] [--workdir DIR]
+    python benchmarks/langgraph_conversation.py --breakdown   # ms per step in each saver method
 
 Requires ``langgraph`` and ``langgraph-checkpoint-sqlite`` besides ckdb.
 
@@ -26,6 +27,8 @@ compressed blob per (channel, version), so ``context`` is stored once and only `
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import operator
 import os
 import random
@@ -42,6 +45,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 import ckdb
+from ckdb._env import Env
 from ckdb.integrations.langgraph import CkdbSaver
 
 WORDS = [
@@ -145,6 +149,63 @@ def run_sqlite(workdir: Path, steps: int) -> tuple[list[float], dict[str, int]]:
     return times, {"file": size, "used": size}
 
 
+def breakdown(steps: int) -> None:
+    """Milliseconds per step inside each saver method (and, for ckdb, inside its commits),
+    one run per saver: where a step's time goes."""
+
+    def timed(owner: Any, name: str, spent: collections.Counter[str], label: str) -> Any:
+        real = getattr(owner, name)
+
+        @functools.wraps(real)
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                return real(*a, **k)
+            finally:
+                spent[label] += time.perf_counter_ns() - t0
+
+        return wrapper
+
+    def run(name: str, make: Callable[[Path], Any]) -> None:
+        spent: collections.Counter[str] = collections.Counter()
+        with tempfile.TemporaryDirectory() as d:
+            saver, closer = make(Path(d))
+            for meth in ("put", "put_writes", "get_tuple"):
+                setattr(saver, meth, timed(saver, meth, spent, meth))
+            t0 = time.perf_counter()
+            try:
+                converse(saver, steps)
+            finally:
+                closer()
+            total = time.perf_counter() - t0
+        cells = ", ".join(f"{k} {v / steps / 1e6:.2f}" for k, v in sorted(spent.items()))
+        print(f"{name:10s} ms/step: whole step {total / steps * 1e3:.2f}; {cells}")
+
+    commit: collections.Counter[str] = collections.Counter()
+    real_commit = Env._commit_batch
+    Env._commit_batch = timed(Env, "_commit_batch", commit, "commit")  # type: ignore[method-assign]
+    try:
+        for mode in ("durable", "with_checkpoint"):
+            commit.clear()
+
+            def make_ckdb(d: Path, mode: str = mode) -> Any:
+                store = ckdb.open(d / "conv.ckdb", retention=None)
+                return CkdbSaver(store, pending_writes=mode), store.close
+
+            run(f"ckdb {mode}", make_ckdb)
+            print(
+                f"{'':10s} of which ckdb commits (LMDB txn + 2 fsyncs) {commit['commit'] / steps / 1e6:.2f}"
+            )
+    finally:
+        Env._commit_batch = real_commit  # type: ignore[method-assign]
+
+    def make_sqlite(d: Path) -> Any:
+        conn = sqlite3.connect(d / "conv.sqlite", check_same_thread=False)
+        return SqliteSaver(conn), conn.close
+
+    run("sqlite", make_sqlite)
+
+
 def _ms(xs: list[float]) -> float:
     return statistics.median(xs) * 1000
 
@@ -154,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--breakdown", action="store_true", help="time inside each saver method")
     args = ap.parse_args(argv)
+    if args.breakdown:
+        breakdown(args.steps)
+        return 0
     runners: dict[str, Callable[[Path, int], tuple[list[float], dict[str, int]]]] = {
         "ckdb": run_ckdb,
         "ckdb-held": run_ckdb_held,

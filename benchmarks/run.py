@@ -583,6 +583,7 @@ def machine_info() -> str:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0, 0, 0)
     import cramjam  # noqa: PLC0415
     import msgpack  # noqa: PLC0415
+    import ormsgpack  # noqa: PLC0415
 
     parts = [
         f"{os.cpu_count()} CPUs ({platform.machine()}), load average {load[0]:.2f}",
@@ -590,7 +591,8 @@ def machine_info() -> str:
         f"ckdb {ckdb.__version__}",
         f"py-lmdb {lmdb.__version__} / LMDB {'.'.join(map(str, lmdb.version()))}",
         f"SQLite {sqlite3.sqlite_version}",
-        f"msgpack {msgpack.version}, cramjam {getattr(cramjam, '__version__', '?')}",
+        f"msgpack {'.'.join(map(str, msgpack.version))}, ormsgpack {ormsgpack.__version__}, "
+        f"cramjam {getattr(cramjam, '__version__', '?')}",
     ]
     for mod in ("langgraph.checkpoint.sqlite", "diskcache"):
         try:

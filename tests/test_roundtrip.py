@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import ckdb
 from ckdb.encoding import _encode_strict, decode, encode, same
+from ckdb.errors import FormatError
 from tests import strategies
 
 EDGE_VALUES = [
@@ -168,3 +170,17 @@ def test_the_compiled_fast_path_writes_the_bytes_msgpack_python_writes(value: ob
     """``encode`` takes ormsgpack first; what it writes must be exactly what the strict
     msgpack-python encoder writes (the format, and every stored digest, depend on it)."""
     assert encode(value) == _encode_strict(value, "state")
+
+
+@pytest.mark.parametrize("seconds", [1, 1 << 33, -1])
+def test_a_msgpack_timestamp_is_not_data(seconds: int) -> None:
+    """msgpack-python decodes the timestamp extension by itself; ckdb never writes one, so a
+    value holding one (any of its three sizes) is a FormatError, not a Timestamp."""
+    data = msgpack.packb({"at": [msgpack.Timestamp(seconds, 5)]})
+    with pytest.raises(FormatError, match="timestamp"):
+        decode(data)
+    # The same two bytes inside a string or bytes value are data.
+    assert decode(encode({"s": "\xd6\xff", "b": b"\xd6\xff\xc7\x0c\xff"})) == {
+        "s": "\xd6\xff",
+        "b": b"\xd6\xff\xc7\x0c\xff",
+    }

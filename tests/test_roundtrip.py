@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ckdb
-from ckdb.encoding import _encode_strict, decode, encode, same
+from ckdb.encoding import _decode_reference, _encode_strict, decode, encode, same
 from ckdb.errors import FormatError
 from tests import strategies
 
@@ -184,3 +184,25 @@ def test_a_msgpack_timestamp_is_not_data(seconds: int) -> None:
         "s": "\xd6\xff",
         "b": b"\xd6\xff\xc7\x0c\xff",
     }
+
+
+@given(strategies.values)
+def test_the_fast_decoder_returns_what_the_reference_decoder_returns(value: object) -> None:
+    data = encode(value)
+    assert same(decode(data), _decode_reference(data))
+
+
+@given(
+    st.binary(min_size=512, max_size=4096)
+    | strategies.values.map(encode).map(lambda b: b + b"\x00")
+)
+def test_the_fast_decoder_refuses_what_the_reference_decoder_refuses(data: bytes) -> None:
+    """Arbitrary bytes (and valid encodings with a trailing byte): the two decoders agree on
+    every input, value for value or FormatError for FormatError."""
+    try:
+        expected = _decode_reference(data)
+    except FormatError:
+        with pytest.raises(FormatError):
+            decode(data)
+    else:
+        assert same(decode(data), expected)

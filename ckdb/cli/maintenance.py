@@ -282,7 +282,11 @@ def register(add: Add) -> None:
         p.add_argument(
             "--repair",
             action="store_true",
-            help="repair from --backup, rebuild reference counts, remove orphans",
+            help=(
+                "repair from --backup, else keep checkpoints whose only damage is file chunks "
+                "(their damaged files marked) and delete the rest; rebuild reference counts, "
+                "remove orphans"
+            ),
         )
         p.add_argument(
             "--backup", metavar="PATH", help="a backup store to repair damaged values from"

@@ -63,6 +63,7 @@ from ckdb.layout import (
     id_to_text,
     prefix_end,
     registry_key,
+    split_registry_key,
 )
 from ckdb.lifecycle import mark
 from ckdb.meta import Meta, now_us
@@ -409,6 +410,7 @@ class Scrubber:
                 self.t.registry.value(reg_key, cid, created_us, flags & ~FLAG_MARKED),
             )
             txn.delete_range(DB_MARKS, cid, prefix_end(cid))
+            self.t.note_change(txn, split_registry_key(reg_key)[0])  # unmarked: it ships now
             return True
 
         changed: bool = self.env.write(apply)
@@ -514,6 +516,7 @@ class Scrubber:
             created_us = int.from_bytes(reg_value[16:24], "big")
             txn.put(DB_REGISTRY, reg_key, self.t.registry.value(reg_key, cid, created_us, flags))
             txn.delete_range(DB_MARKS, cid, prefix_end(cid))
+            self.t.note_change(txn, split_registry_key(reg_key)[0])
             return True
 
         if not self.env.write(apply):

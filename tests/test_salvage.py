@@ -228,3 +228,25 @@ def test_a_pinned_checkpoint_is_salvaged_and_stays_pinned(case: Case) -> None:
         assert report.salvaged == 2
         info = store.get_info(case.a)
         assert (info.pinned, info.status) == (True, "damaged")
+
+
+def test_a_healed_checkpoint_ships_to_the_remote(case: Case) -> None:
+    """Marked checkpoints are not shipped. Once a salvaged one heals, the scrub that clears its
+    mark marks its workflow for the shipper, so the next sync ships it."""
+    remote_dir = case.root / "remote"
+    remote_dir.mkdir()
+    fleet_key = bytes(range(32))
+    remote = ckdb.Remote(f"file://{remote_dir}", key=fleet_key, interval=0.05)
+    with ckdb.open(case.path, retention=None, remote=remote) as store:
+        assert store.scrub(repair=True).salvaged == 2
+        assert store.sync_remote(timeout=60).ok
+        assert ckdb.check_remote(remote).checkpoints == 1  # only the valid one
+        healer = store.create("wf", "again", state=state(3), files=case.work)
+        assert store.sync_remote(timeout=60).ok
+        assert ckdb.check_remote(remote).checkpoints == 2  # the healer; a and b still marked
+        assert store.get_info(healer.id).status == "valid"
+        assert {f.checkpoint_id for f in store.scrub(repair=True).findings} == {case.a, case.b}
+        assert store.sync_remote(timeout=60).ok
+    check = ckdb.check_remote(remote, deep=True)
+    assert check.ok, check.problems
+    assert check.checkpoints == 4  # old, a, b (healed) and the healer

@@ -14,8 +14,10 @@ and every unsupported value -- goes to msgpack-python (``strict_types``), which 
 two and names the path of the rest. 8 KiB agent state: 15.5 -> 3.8 µs
 (docs/performance.md). Neither compiled decoder is strict as is (msgspec turns timestamp
 extensions into datetimes and array keys into tuples; ormsgpack ignores trailing bytes and refuses
-int keys: ``benchmarks/compiled_codecs.py``), so ``decode`` takes ormsgpack's answer only when it
-re-encodes to exactly the input, and msgpack-python's otherwise.
+int keys: ``benchmarks/compiled_codecs.py``). Taking ormsgpack's answer only when it re-encodes
+to exactly the input would be strict, and was measured: 18.3 -> 15.7 µs for the 8 KiB state, but
+10x slower for bodies that are mostly one large bin (a LangGraph blob, bytes in a state: 505 vs
+48 µs per MiB, ormsgpack packs large bins slowly), so decoding stays on msgpack-python.
 """
 
 from __future__ import annotations
@@ -141,37 +143,9 @@ def _has_buffer(value: object) -> bool:
     return False
 
 
-# Headers of msgpack's timestamp extension (type -1): fixext 4, fixext 8, ext 8 of 12 bytes.
-_TIMESTAMP_HEADERS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
-
-
-def _fast_ext_hook(code: int, data: bytes) -> object:
-    if code == _EXT_BIGINT:
-        return int.from_bytes(data, "big", signed=True)
-    raise ValueError(code)  # unknown, or a timestamp: the reference decoder decides
-
-
-FAST_DECODE_FROM = 512  # bytes; below, the check costs what the faster decoder saves
-
-
 def decode(data: bytes | memoryview) -> Any:
-    """Decode strictly. Bodies of FAST_DECODE_FROM bytes and more try ormsgpack first, whose
-    answer is taken only when it re-encodes to exactly ``data``: then ``data`` is the canonical
-    encoding of that value, which is what msgpack-python would return for it (no trailing
-    bytes, no float32, no duplicate or non-str keys, no extension but big ints). Anything else
-    goes to msgpack-python, the reference decoder. 8 KiB state: 18.3 -> 15.7 µs
-    (``benchmarks/compiled_codecs.py``)."""
-    if len(data) >= FAST_DECODE_FROM:
-        try:
-            fast = ormsgpack.unpackb(data, ext_hook=_fast_ext_hook)
-            if ormsgpack.packb(fast, default=_refuse, option=_FAST_OPTIONS) == data:
-                return fast
-        except Exception:  # noqa: S110 - the reference decoder below gives the answer
-            pass
-    return _decode_reference(data)
-
-
-def _decode_reference(data: bytes | memoryview) -> Any:
+    """Decode strictly (msgpack-python, the reference decoder; see the module docstring for why
+    the compiled decoders are not used)."""
     try:
         value = msgpack.unpackb(
             data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True
@@ -181,17 +155,36 @@ def _decode_reference(data: bytes | memoryview) -> Any:
     except Exception as err:  # msgpack raises a zoo of classes on malformed input
         raise FormatError(f"malformed encoded value: {type(err).__name__}: {err}") from None
     # msgpack-python decodes the timestamp extension itself (ext_hook never sees it): ckdb never
-    # writes one, so one is not data. Only bytes holding such a header can (rarely, a match
-    # inside a string or a number): look then.
+    # writes one, so one is not data. Only bytes holding a timestamp header can carry one (a
+    # header can also sit inside a string or a number): look at the value then.
     raw = data if type(data) is bytes else bytes(data)
-    # b"\xff" first: a one-byte search is a memchr (0.2 µs at 4 KiB), a two-byte one is not (3.5).
-    if (
-        b"\xff" in raw
-        and any(h in raw for h in _TIMESTAMP_HEADERS)
-        and _has_type(value, msgpack.Timestamp)
-    ):
+    if b"\xff" in raw and _may_hold_timestamp(raw) and _has_type(value, msgpack.Timestamp):
         raise FormatError("malformed encoded value: a msgpack timestamp extension")
     return value
+
+
+def _may_hold_timestamp(raw: bytes) -> bool:
+    """Does ``raw`` hold a timestamp header (0xd6 0xff, 0xd7 0xff or 0xc7 0x0c 0xff)?
+
+    One memchr per 0xff byte, then a look at the bytes before it. Encoded structure holds few
+    0xff bytes (the 1 MiB agent state: 51), random bytes one in 256: past 32 plus one per 16 KiB
+    the answer is "maybe" (such bodies are mostly bins, whose few nodes are cheap to walk; a
+    body of 10,000 encoded -1s is the bad case: 62 -> 337 µs). A search for the headers
+    themselves costs 0.9 µs per KiB (CPython's find for short needles is no memchr), and walking
+    every decoded value 1 µs per KiB: either was +50% on decoding the 8 KiB state.
+    """
+    find = raw.find
+    at = find(b"\xff", 1)
+    budget = 32 + (len(raw) >> 14)
+    while at > 0:
+        before = raw[at - 1]
+        if before in {0xD6, 0xD7} or (before == 0x0C and at > 1 and raw[at - 2] == 0xC7):
+            return True
+        budget -= 1
+        if not budget:
+            return True
+        at = find(b"\xff", at + 1)
+    return False
 
 
 def _describe(value: object) -> str:

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ckdb
-from ckdb.encoding import _default, _encode_strict, decode, encode, same
+from ckdb.encoding import _decode_reference, _default, _encode_strict, decode, encode, same
 from ckdb.errors import FormatError
 from tests import strategies
 
@@ -203,3 +203,42 @@ def test_a_timestamp_is_found_among_any_other_bytes(
     doc["at"] = msgpack.Timestamp(seconds, 5)
     with pytest.raises(FormatError, match="timestamp"):
         decode(msgpack.packb(doc, default=_default))
+
+
+@given(strategies.values)
+def test_the_fast_decoder_returns_what_the_reference_decoder_returns(value: object) -> None:
+    data = encode(value)
+    assert same(decode(data), _decode_reference(data))
+
+
+@given(
+    st.binary(max_size=4096)
+    | strategies.values.map(encode).map(lambda b: b + b"\x00")
+    | strategies.values.map(encode).map(lambda b: b[:-1])
+)
+def test_the_fast_decoder_refuses_what_the_reference_decoder_refuses(data: bytes) -> None:
+    """Arbitrary bytes, valid encodings with a trailing byte, truncated ones: the two decoders
+    agree on every input, value for value or FormatError for FormatError."""
+    try:
+        expected = _decode_reference(data)
+    except FormatError:
+        with pytest.raises(FormatError):
+            decode(data)
+    else:
+        assert same(decode(data), expected)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"\x00", b"\xc0", b"\xc4\x10" + b"\x00" * 16, b"\xc4\x10"],
+    ids=["zero", "nil", "a-sentinel-shaped-bin", "a-bin-header"],
+)
+def test_trailing_bytes_are_refused_by_both_paths(tail: bytes) -> None:
+    """ormsgpack ignores trailing bytes on its own; the sentinel wrapping must not: anything
+    after a complete value is a FormatError, whatever it looks like."""
+    body = encode({"a": [1, 2, 3], "b": b"x" * 100})
+    assert decode(body) == {"a": [1, 2, 3], "b": b"x" * 100}
+    with pytest.raises(FormatError):
+        decode(body + tail)
+    with pytest.raises(FormatError):
+        decode(body[:-1])

@@ -14,13 +14,20 @@ from typing import Any
 
 import attrs
 
+from ckdb import salvage
 from ckdb.components import Registered
-from ckdb.errors import IntegrityError, InvalidInput, RestoreFailed, WorkflowNotFound
+from ckdb.errors import (
+    CkdbError,
+    IntegrityError,
+    InvalidInput,
+    RestoreFailed,
+    WorkflowNotFound,
+)
 from ckdb.integrity import check_level, validate_checkpoint
 from ckdb.layout import check_name, id_from_text
 from ckdb.lifecycle import mark_quietly
 from ckdb.reading import list_checkpoints, load, read_chunk
-from ckdb.records import STATUS_DAMAGED, STATUS_VALID, Checkpoint, CheckpointInfo
+from ckdb.records import STATUS_DAMAGED, STATUS_VALID, Checkpoint
 from ckdb.restore import RestoreReport, check_target, restore_tree
 from ckdb.tables import Tables
 
@@ -151,10 +158,10 @@ def restore_latest(
     check_name(workflow_id, "workflow_id")
     check_level(level)
     skipped: list[tuple[str, str]] = []
-    salvaged: CheckpointInfo | None = None
+    salvaged: list[str] = []  # ids of "damaged" checkpoints, newest first: the fallbacks
     for info in list_checkpoints(t, workflow_id):
         if info.status == STATUS_DAMAGED:
-            salvaged = salvaged or info
+            salvaged.append(info.id)
             skipped.append((info.id, f"damaged files: {', '.join(info.damaged_files)}"))
             continue
         if info.status != STATUS_VALID:
@@ -164,31 +171,58 @@ def restore_latest(
         if not report.ok:
             why = "; ".join(report.findings) or "validation failed"
             skipped.append((info.id, why))
-            mark_quietly(t, info.id, why)
+            if _set_aside(t, info.id, why):
+                salvaged.append(info.id)
             continue
         try:
             ck, manifest = load(t, id_from_text(info.id))
             result = restore_loaded(t, components, ck, manifest, opts)
         except IntegrityError as err:
-            # Damage the validation level did not read (a chunk, at "standard"): mark this
-            # one and fall back to the previous checkpoint, which rewrites what was written.
+            # Damage the validation level did not read (a chunk, at "standard"): set this one
+            # aside and fall back to the previous checkpoint, which rewrites what was written.
             skipped.append((info.id, str(err)))
-            mark_quietly(t, info.id, str(err))
+            if _set_aside(t, info.id, str(err)):
+                salvaged.append(info.id)
             continue
         return attrs.evolve(result, skipped_checkpoints=tuple(skipped))
-    if salvaged is not None:
+    # No fully valid checkpoint: the newest salvaged one that restores (state intact, the
+    # files named in its report not restored).
+    for checkpoint_id in salvaged:
         try:
-            ck, manifest = load(t, id_from_text(salvaged.id))
-        except IntegrityError as err:
-            skipped = [(cid, why) for cid, why in skipped if cid != salvaged.id]
-            skipped.append((salvaged.id, str(err)))
-        else:
+            ck, manifest = load(t, id_from_text(checkpoint_id))
             result = restore_loaded(t, components, ck, manifest, opts)
-            rest = tuple((cid, why) for cid, why in skipped if cid != salvaged.id)
-            return attrs.evolve(result, skipped_checkpoints=rest)
+        except IntegrityError as err:
+            # Damage beyond its damage record (another chunk lost since): left for a repairing
+            # scrub to record; never marked here, which would make its intact state unreadable.
+            skipped = [(cid, why) for cid, why in skipped if cid != checkpoint_id]
+            skipped.append((checkpoint_id, str(err)))
+            continue
+        rest = tuple((cid, why) for cid, why in skipped if cid != checkpoint_id)
+        return attrs.evolve(result, skipped_checkpoints=rest)
     if not skipped:
         raise WorkflowNotFound(f"workflow {workflow_id!r} has no checkpoints")
     raise IntegrityError(
         f"workflow {workflow_id!r} has no valid checkpoint; skipped: "
         + "; ".join(f"{cid} ({why})" for cid, why in skipped)
     )
+
+
+def _set_aside(t: Tables, checkpoint_id: str, why: str) -> bool:
+    """A candidate that failed. If a full check finds damage in file chunks only, salvage it
+    (as a repairing scrub would: marked "damaged", the bad chunks deleted so that the next
+    capture writes them afresh) and return True: its intact state stays a fallback. Otherwise
+    mark it corrupted. Nothing is written in a read-only store."""
+    if t.readonly:
+        return False
+    cid = id_from_text(checkpoint_id)
+    with t.env.read() as txn:
+        problems, _size, bad = salvage.inspect(t, txn, cid, "comprehensive")
+    if salvage.chunks_only(problems, bad):
+        try:
+            files = salvage.salvage(t, cid, bad, why)
+        except CkdbError:
+            files = None
+        if files:
+            return True
+    mark_quietly(t, checkpoint_id, why)
+    return False

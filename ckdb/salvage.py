@@ -25,10 +25,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from ckdb._env import Txn
-from ckdb.capture import E_CHUNKS, E_PATH
-from ckdb.errors import CkdbError
-from ckdb.integrity import check_chunk
-from ckdb.layout import DB_REGISTRY, FLAG_MARKED
+from ckdb.capture import E_CHUNKS, E_PATH, manifest_chunks
+from ckdb.errors import CkdbError, IntegrityError
+from ckdb.integrity import check_chunk, validate
+from ckdb.layout import DB_CHECKPOINTS, DB_CHUNKS, DB_REGISTRY, FLAG_MARKED, RecordType
 from ckdb.tables import Tables
 
 
@@ -42,21 +42,79 @@ def damaged_files(manifest: dict[str, Any], chunks: Iterable[bytes]) -> list[byt
     ]
 
 
-def already_salvaged(t: Tables, cid: bytes, bad: Iterable[bytes]) -> bool:
-    """True if the checkpoint is marked with a damage record that covers every chunk in ``bad``."""
+def inspect(
+    t: Tables, txn: Txn, cid: bytes, level: str, verified_chunks: set[bytes] | None = None
+) -> tuple[list[str], int, dict[bytes, str]]:
+    """Check one checkpoint at ``level`` -> (problems, bytes read, {damaged chunk: problem}).
+
+    "comprehensive" reads everything: metadata, state, manifest, resources, dependencies, and
+    every chunk its manifest names (but those in ``verified_chunks``, which it extends). The
+    damage is "chunks only", salvageable, when every problem is a damaged chunk's."""
+    bad: dict[bytes, str] = {}
+    raw = txn.get(DB_CHECKPOINTS, cid)
+    if raw is None:
+        return [], 0, bad  # deleted meanwhile
+    size = len(raw)
+    report = validate(t, txn, cid, "standard" if level == "comprehensive" else level)
+    problems = [p for p in report.findings if p != "checkpoint is marked corrupted"]
+    if level == "comprehensive" and report.metadata_valid:
+        try:
+            meta = t.checkpoints.read(txn, cid)
+        except IntegrityError as err:
+            return [*problems, str(err)], size, bad
+        payloads = t.payloads.reader(txn, cid, meta.components)
+        for index, comp in enumerate(meta.components):
+            size += comp[3]
+            if comp[0] in (RecordType.RESOURCES, RecordType.DEPENDENCIES):
+                try:
+                    payloads.value(index)
+                except IntegrityError as err:
+                    problems.append(str(err))
+        try:
+            manifest = t.payloads.read_manifest(txn, cid)
+        except IntegrityError:
+            manifest = None  # reported by validate() above
+        if manifest is not None:
+            done = verified_chunks if verified_chunks is not None else set()
+            for chunk in sorted(manifest_chunks(manifest) - done):
+                value = txn.get(DB_CHUNKS, chunk)
+                size += 0 if value is None else len(value)
+                problem = check_chunk(t, txn, chunk)
+                if problem:
+                    problems.append(problem)
+                    bad[chunk] = problem
+                else:
+                    done.add(chunk)
+    if report.metadata_valid is False and not problems:
+        problems = list(report.findings)
+    return problems, size, bad
+
+
+def chunks_only(problems: list[str], bad: dict[bytes, str]) -> bool:
+    """Is every problem a damaged chunk's (state, manifest and metadata verified)?"""
+    return bool(bad) and set(problems) <= set(bad.values())
+
+
+def salvaged_chunks(t: Tables, cid: bytes) -> frozenset[bytes] | None:
+    """The chunks a salvaged checkpoint's damage record names; None if it is not salvaged
+    (not marked, or no damage record that verifies)."""
     with t.env.read() as txn:
         _reg_key, flags = _flags(t, txn, cid)
         if flags is None or not flags & FLAG_MARKED:
-            return False
+            return None
         damage = t.marks.damage(txn, cid)
-    return damage is not None and set(bad) <= set(damage.chunks)
+    return None if damage is None else frozenset(damage.chunks)
 
 
 def salvage(t: Tables, cid: bytes, bad: Iterable[bytes], reason: str) -> list[bytes] | None:
-    """Salvage one checkpoint (see the module docstring). -> the damaged files' paths ([] if no
-    chunk is damaged any more on a re-check inside the transaction); None if the checkpoint is
-    not salvageable (its registry entry or manifest does not verify)."""
-    suspects = sorted(set(bad))
+    """Salvage one checkpoint (see the module docstring), or bring a salvaged one's damage
+    record up to date. Inside the transaction every suspect chunk and every chunk of an earlier
+    damage record is checked again: the record names exactly the chunks still bad (new damage
+    added, chunks healed by a later capture dropped). -> the damaged files' paths ([] if no
+    chunk is bad any more: the mark and record are left for a comprehensive scrub to clear);
+    None if the checkpoint is not salvageable (its registry entry or manifest does not
+    verify)."""
+    suspects = set(bad)
 
     def apply(txn: Txn) -> list[bytes] | None:
         reg_key, flags = _flags(t, txn, cid)
@@ -68,16 +126,19 @@ def salvage(t: Tables, cid: bytes, bad: Iterable[bytes], reason: str) -> list[by
             return None
         if manifest is None:
             return None
-        damaged = [c for c in suspects if check_chunk(t, txn, c) is not None]
-        if not damaged:
+        earlier = t.marks.damage(txn, cid) if flags & FLAG_MARKED else None
+        if earlier is not None:
+            suspects.update(earlier.chunks)
+        still_bad = [c for c in sorted(suspects) if check_chunk(t, txn, c) is not None]
+        if not still_bad:
             return []
-        earlier = t.marks.damage(txn, cid)
-        chunks = set(damaged) | (set(earlier.chunks) if earlier is not None else set())
-        files = damaged_files(manifest, chunks)
-        for chunk in damaged:
-            t.chunks.drop(txn, chunk)
-        t.mark(txn, cid, reason)
-        t.marks.put_damage(txn, cid, files, sorted(chunks))
+        files = damaged_files(manifest, still_bad)
+        for chunk in still_bad:
+            t.chunks.drop(txn, chunk)  # a corrupt record is never data (a missing one: no-op)
+        if earlier is None or set(earlier.chunks) != set(still_bad):
+            if earlier is None:
+                t.mark(txn, cid, reason)
+            t.marks.put_damage(txn, cid, files, still_bad)
         return files
 
     result: list[bytes] | None = t.env.write(apply)

@@ -43,7 +43,7 @@ from ckdb._env import Env, Txn
 from ckdb.capture import manifest_chunks
 from ckdb.codec import decode_frame, decode_registry, parse_frame
 from ckdb.errors import CkdbError, IntegrityError, InvalidInput
-from ckdb.integrity import LEVELS, check_chunk, validate
+from ckdb.integrity import LEVELS, check_chunk
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_CHUNKS,
@@ -259,7 +259,9 @@ class Scrubber:
             last = cid
             if problems:
                 self._handle_corrupt(cid, problems, bad)
-            elif self.repair and self._unmark_if_marked(cid):
+            # Only a comprehensive check covers what a mark may be about (file chunks included):
+            # a lower level leaves marks and damage records alone.
+            elif self.repair and self.level == "comprehensive" and self._unmark_if_marked(cid):
                 text = id_to_text(cid)
                 self.repaired += 1
                 self._find(
@@ -286,45 +288,8 @@ class Scrubber:
         self, cid: bytes, verified_chunks: set[bytes]
     ) -> tuple[list[str], int, dict[bytes, str]]:
         """(problems, bytes read, {damaged chunk: problem}) of one checkpoint."""
-        bad: dict[bytes, str] = {}
         with self.env.read() as txn:
-            raw = txn.get(DB_CHECKPOINTS, cid)
-            if raw is None:
-                return [], 0, bad  # deleted meanwhile
-            size = len(raw)
-            level = "standard" if self.level == "comprehensive" else self.level
-            report = validate(self.t, txn, cid, level)
-            problems = [p for p in report.findings if p != "checkpoint is marked corrupted"]
-            if self.level == "comprehensive" and report.metadata_valid:
-                try:
-                    meta = self.t.checkpoints.read(txn, cid)
-                except IntegrityError as err:
-                    return [*problems, str(err)], size, bad
-                payloads = self.t.payloads.reader(txn, cid, meta.components)
-                for index, comp in enumerate(meta.components):
-                    size += comp[3]
-                    if comp[0] in (RecordType.RESOURCES, RecordType.DEPENDENCIES):
-                        try:
-                            payloads.value(index)
-                        except IntegrityError as err:
-                            problems.append(str(err))
-                try:
-                    manifest = self.t.payloads.read_manifest(txn, cid)
-                except IntegrityError:
-                    manifest = None  # reported by validate() above
-                if manifest is not None:
-                    for chunk in sorted(manifest_chunks(manifest) - verified_chunks):
-                        value = txn.get(DB_CHUNKS, chunk)
-                        size += 0 if value is None else len(value)
-                        problem = check_chunk(self.t, txn, chunk)
-                        if problem:
-                            problems.append(problem)
-                            bad[chunk] = problem
-                        else:
-                            verified_chunks.add(chunk)
-            if report.metadata_valid is False and not problems:
-                problems = list(report.findings)
-        return problems, size, bad
+            return salvage.inspect(self.t, txn, cid, self.level, verified_chunks)
 
     # -- handling a corrupt checkpoint -----------------------------------------------------------
 
@@ -332,13 +297,12 @@ class Scrubber:
         text = id_to_text(cid)
         problem = "; ".join(problems)
         # Only file chunks are damaged: state, manifest and metadata verified.
-        chunks_only = bool(bad) and set(problems) <= set(bad.values())
-        if chunks_only and salvage.already_salvaged(self.t, cid, bad):
-            if not self.repair or not self._repair_from_backup(cid):
-                self._find(Finding("checkpoint", text, problem, text, "kept (damaged files)"))
-                return
-            self.repaired += 1
-            self._find(Finding("checkpoint", text, problem, text, "repaired"))
+        chunks_only = salvage.chunks_only(problems, bad)
+        earlier = salvage.salvaged_chunks(self.t, cid) if chunks_only else None
+        if earlier is not None and not self.repair:
+            # Salvaged before: its mark and damage record stay as they are (a plain mark would
+            # make its intact state unreadable); a repairing scrub brings the record up to date.
+            self._find(Finding("checkpoint", text, problem, text, "kept (damaged files)"))
             return
         if not self.repair:
             self._mark(cid, problem)
@@ -351,8 +315,13 @@ class Scrubber:
         if chunks_only:
             files = salvage.salvage(self.t, cid, bad, problem)
             if files is not None:
-                self.salvaged += 1 if files else 0
-                action = salvage.describe(files)
+                if earlier is None or not files:
+                    self.salvaged += 1 if files and earlier is None else 0
+                    action = salvage.describe(files)
+                elif set(bad) == earlier:
+                    action = "kept (damaged files)"
+                else:  # new damage, or some files healed by a later capture
+                    action = salvage.describe(files) + " (damage record updated)"
                 self._find(Finding("checkpoint", text, problem, text, action))
                 return
         with self.env.read() as txn:

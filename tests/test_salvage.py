@@ -53,6 +53,20 @@ def flip_on_disk(path: Path, value: bytes) -> None:
     data_file.write_bytes(bytes(data))
 
 
+def flip_everywhere(path: Path, value: bytes) -> None:
+    """Flip one bit in every copy of ``value`` in data.mdb (LMDB may keep stale copies of a
+    small value on freed pages; which copy is live is not known from outside)."""
+    data_file = path / "data.mdb"
+    data = bytearray(data_file.read_bytes())
+    probe = value[-40:]
+    at = data.find(probe)
+    assert at >= 0
+    while at >= 0:
+        data[at + 10] ^= 0x04
+        at = data.find(probe, at + 1)
+    data_file.write_bytes(bytes(data))
+
+
 class Case:
     """A store: ``old`` (small file only), then ``a`` and ``b`` sharing BIG; BIG's second chunk
     flipped on disk."""
@@ -250,3 +264,108 @@ def test_a_healed_checkpoint_ships_to_the_remote(case: Case) -> None:
     check = ckdb.check_remote(remote, deep=True)
     assert check.ok, check.problems
     assert check.checkpoints == 4  # old, a, b (healed) and the healer
+
+
+def test_a_lower_level_repair_scrub_leaves_a_salvaged_checkpoint_alone(case: Case) -> None:
+    """Below "comprehensive" no chunk is read, so a salvaged checkpoint looks fine: its mark and
+    damage record must stay (the chunk is still gone), and latest must still skip it."""
+    with ckdb.open(case.path, retention=None) as store:
+        assert store.scrub(repair=True).salvaged == 2
+        for level in ("basic", "standard"):
+            report = store.scrub(repair=True, level=level)
+            assert report.repaired == 0, level
+            infos = {i.id: i for i in store.list("wf")}
+            assert infos[case.b].status == "damaged", level
+            assert store.latest("wf").id == case.old
+
+
+def test_new_damage_seen_by_a_report_only_scrub_keeps_the_state_readable(case: Case) -> None:
+    """A second chunk of a salvaged checkpoint rots; a scrub without repair must not turn the
+    checkpoint into a plain "corrupted" one (that would make its intact state unreadable); a
+    repairing scrub then adds the new damage to its record."""
+    with ckdb.open(case.path, retention=None) as store:
+        store.scrub(repair=True)
+        with store._env.read() as txn:
+            manifest = store.tables.payloads.read_manifest(txn, id_from_text(case.b))
+        assert manifest is not None
+        (small,) = [e for e in manifest["entries"] if e[E_PATH] in ("small.txt", b"small.txt")]
+        small_chunk = bytes(small[E_CHUNKS][0])
+    flip_everywhere(case.path, raw_value(case.path, DB_CHUNKS, small_chunk))
+    with ckdb.open(case.path, retention=None) as store:
+        report = store.scrub()
+        actions = {f.checkpoint_id: f.action for f in report.findings}
+        assert actions[case.b] == actions[case.a] == "kept (damaged files)"
+        infos = {i.id: i for i in store.list("wf")}
+        assert infos[case.b].status == "damaged"
+        assert store.load(case.b).state == case.states[case.b]
+
+        store.scrub(repair=True)
+        infos = {i.id: i for i in store.list("wf")}
+        for cid in (case.a, case.b):
+            assert infos[cid].status == "damaged"
+            assert set(infos[cid].damaged_files) == {"big.bin", "small.txt"}
+            assert store.load(cid).state == case.states[cid]
+
+
+def test_a_partly_healed_checkpoint_restores_the_healed_file(tmp_path: Path) -> None:
+    """Two damaged files, one captured again (its chunk written afresh): the next repairing
+    scrub drops it from the damage record, and restore writes it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    one, two = random.Random(1).randbytes(300_000), random.Random(2).randbytes(300_000)
+    (work / "one.bin").write_bytes(one)
+    (work / "two.bin").write_bytes(two)
+    path = tmp_path / "s.ckdb"
+    with ckdb.open(path, retention=None) as store:
+        cid = store.create("wf", "p", state=state(1), files=work).id
+        with store._env.read() as txn:
+            manifest = store.tables.payloads.read_manifest(txn, id_from_text(cid))
+        assert manifest is not None
+        chunks = {e[E_PATH]: bytes(e[E_CHUNKS][0]) for e in manifest["entries"] if e[E_CHUNKS]}
+    for name in ("one.bin", "two.bin"):
+        flip_on_disk(path, raw_value(path, DB_CHUNKS, chunks[name]))
+    with ckdb.open(path, retention=None) as store:
+        store.scrub(repair=True)
+        assert set(store.list("wf")[0].damaged_files) == {"one.bin", "two.bin"}
+        again = tmp_path / "again"
+        again.mkdir()
+        (again / "one.bin").write_bytes(one)
+        store.create("other", "p", state=state(2), files=again)  # writes one.bin's chunk again
+        report = store.scrub(repair=True)
+        assert any("damage record updated" in f.action for f in report.findings)
+        info = store.list("wf")[0]
+        assert (info.status, info.damaged_files) == ("damaged", ("two.bin",))
+        out = tmp_path / "out"
+        restored = store.restore(cid, target_dir=out)
+        assert (out / "one.bin").read_bytes() == one
+        assert not (out / "two.bin").exists()
+        assert [u.split(":")[0] for u in restored.unrestored] == ["two.bin"]
+
+
+def test_restore_latest_falls_back_to_an_older_salvaged_checkpoint(tmp_path: Path) -> None:
+    """No valid checkpoint; the newest salvaged one's state rots too: restore_latest restores
+    the older salvaged one instead of giving up."""
+    case = Case(tmp_path, with_old=False)
+    with ckdb.open(case.path, retention=None) as store:
+        assert store.scrub(repair=True).salvaged == 2
+    key = payload_key(id_from_text(case.b), RecordType.BUNDLE, "")
+    flip_on_disk(case.path, raw_value(case.path, DB_PAYLOADS, key))
+    with ckdb.open(case.path, retention=None) as store:
+        report = store.restore_latest("wf", target_dir=tmp_path / "out")
+        assert report.checkpoint.info.id == case.a
+        assert report.checkpoint.state == case.states[case.a]
+        assert case.b in dict(report.skipped_checkpoints)
+        assert (tmp_path / "out" / "small.txt").read_bytes() == SMALL
+
+
+def test_restore_latest_salvages_a_candidate_whose_chunk_is_gone(case: Case) -> None:
+    """restore_latest meets the damage first (no scrub ran): the candidates that fail on the
+    chunk only are salvaged ("damaged", state readable), not marked corrupted; the older fully
+    valid checkpoint is restored."""
+    with ckdb.open(case.path, retention=None) as store:
+        report = store.restore_latest("wf", target_dir=case.root / "out")
+        assert report.checkpoint.info.id == case.old
+        infos = {i.id: i for i in store.list("wf")}
+        for cid in (case.a, case.b):
+            assert (infos[cid].status, infos[cid].damaged_files) == ("damaged", ("big.bin",))
+            assert store.load(cid).state == case.states[cid]

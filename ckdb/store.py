@@ -141,6 +141,7 @@ class Store:
         self.readonly = readonly
         self.durability = durability
         self._components = Registered()
+        self._close_hooks: list[Callable[[], None]] = []
         if key_file is None and key is None and os.environ.get("CKDB_KEY_FILE"):
             key_file = os.environ["CKDB_KEY_FILE"]
         self.tables = open_tables(
@@ -174,9 +175,27 @@ class Store:
             self._shipper = shipper
 
     def close(self) -> None:
+        """Close the store. Close hooks run first (work held in memory is written); the
+        environment is closed even if one fails, and the first failure is raised after."""
+        failure: BaseException | None = None
+        hooks, self._close_hooks = self._close_hooks, []
+        if not self.closed:
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception as err:  # the others still run, and the store still closes
+                    failure = failure or err
         if self._shipper is not None:
             self._shipper.stop()
         self.tables.env.close()
+        if failure is not None:
+            raise failure
+
+    def add_close_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` when the store closes, before its environment does: for integrations
+        that hold writes in memory (the LangGraph saver's held pending writes). Hooks run once,
+        in the order added."""
+        self._close_hooks.append(hook)
 
     def __enter__(self) -> Self:
         return self

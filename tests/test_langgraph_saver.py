@@ -328,6 +328,93 @@ def test_with_checkpoint_writes_are_held_again_when_the_commit_fails(
     assert _count(store, DB_WRITES) == 1
 
 
+def test_closing_the_store_commits_what_is_held(tmp_path: Path) -> None:
+    """A clean shutdown loses nothing: closing the store a saver was given commits its held
+    writes, and so does leaving from_path's block by an exception."""
+    path = tmp_path / "s.ckdb"
+    store = ckdb.open(path, retention=None)
+    saver = CkdbSaver(store, pending_writes="with_checkpoint")
+    (first,) = _chain(saver, "t", 1)
+    saver.put_writes(_cfg("t", cid=first), [("a", 1)], "task-1")
+    assert _count(store, DB_WRITES) == 0
+    store.close()
+
+    def block_that_fails() -> None:
+        with CkdbSaver.from_path(path, pending_writes="with_checkpoint") as again:
+            tup = again.get_tuple(_cfg("t", cid=first))
+            assert tup is not None and [w[1:] for w in tup.pending_writes] == [("a", 1)]
+            again.put_writes(_cfg("t", cid=first), [("b", 2)], "task-2")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        block_that_fails()
+    with CkdbSaver.from_path(path) as last:
+        tup = last.get_tuple(_cfg("t", cid=first))
+        assert tup is not None
+        assert sorted(w[1:] for w in tup.pending_writes) == [("a", 1), ("b", 2)]
+
+
+def test_flush_waits_for_the_commit_another_thread_carries_its_writes_in(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thread B's put takes A's held write into its commit; until that commit ends, A's read
+    must wait for it, not read without the write its own put_writes returned for."""
+    saver = CkdbSaver(store, pending_writes="with_checkpoint")
+    (first,) = _chain(saver, "t", 1)
+    saver.put_writes(_cfg("t", cid=first), [("mine", 1)], "task-1")
+    real = saver._env.write
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(fn: Any, **kw: Any) -> Any:
+        if threading.current_thread().name == "putter":
+            inside.set()
+            assert release.wait(10)
+        return real(fn, **kw)
+
+    monkeypatch.setattr(saver._env, "write", slow)
+    putter = threading.Thread(
+        name="putter",
+        target=lambda: saver.put(_cfg("u"), generate_checkpoint(), generate_metadata(step=0), {}),
+    )
+    putter.start()
+    assert inside.wait(10)  # B has taken the held write and is committing it
+    seen: list[Any] = []
+    reader = threading.Thread(target=lambda: seen.append(saver.get_tuple(_cfg("t", cid=first))))
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive()  # waiting for B's commit
+    release.set()
+    putter.join(10)
+    reader.join(10)
+    assert seen and seen[0] is not None
+    assert [w[1:] for w in seen[0].pending_writes] == [("mine", 1)]
+
+
+def test_a_put_writes_over_the_bounds_that_fails_writes_nothing(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the bounds, put_writes commits at once; if that commit fails it raises, and its
+    write is not held to commit later (a raise means nothing was written)."""
+    from ckdb.integrations import _langgraph_pending
+
+    monkeypatch.setattr(_langgraph_pending, "MAX_HELD", 2)
+    saver = CkdbSaver(store, pending_writes="with_checkpoint")
+    (first,) = _chain(saver, "t", 1)
+    saver.put_writes(_cfg("t", cid=first), [("a", 1)], "task-1")  # held
+    real = saver._env.write
+
+    def failing(fn: Any, **kw: Any) -> Any:
+        raise ckdb.StorageError("disk on fire")
+
+    monkeypatch.setattr(saver._env, "write", failing)
+    with pytest.raises(ckdb.StorageError):
+        saver.put_writes(_cfg("t", cid=first), [("b", 2)], "task-2")  # over the bounds
+    monkeypatch.setattr(saver._env, "write", real)
+    saver.flush()
+    tup = saver.get_tuple(_cfg("t", cid=first))
+    assert tup is not None and [w[1:] for w in tup.pending_writes] == [("a", 1)]
+
+
 def test_pending_writes_mode_is_checked(store: ckdb.Store) -> None:
     with pytest.raises(ckdb.InvalidInput, match="pending_writes"):
         CkdbSaver(store, pending_writes="sometimes")

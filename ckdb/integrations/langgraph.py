@@ -35,6 +35,7 @@ import functools
 import logging
 import os
 import random
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -76,6 +77,7 @@ from ckdb.integrations._langgraph_layout import (
     version_text,
 )
 from ckdb.integrations._langgraph_pending import MODES, Held, commit_with
+from ckdb.integrations._langgraph_pending import flush as flush_held
 from ckdb.layout import Codec, RecordType, prefix_end
 from ckdb.meta import now_us
 from ckdb.retention import (
@@ -90,6 +92,13 @@ from ckdb.store import Store
 from ckdb.store import open as open_store
 
 __all__ = ["CkdbSaver"]
+
+
+def _flush_if_alive(flush: weakref.WeakMethod[Any]) -> None:
+    method = flush()
+    if method is not None:
+        method()
+
 
 _log = logging.getLogger("ckdb.integrations.langgraph")
 
@@ -137,6 +146,10 @@ class CkdbSaver(AsyncTwins):
         for name in ALL_DBS:
             self._env.ensure_db(name)
         self._owns_store = False
+        if self._hold_writes:
+            # Closing the store commits what is held (a clean shutdown loses nothing); the hook
+            # does not keep the saver alive.
+            store.add_close_hook(functools.partial(_flush_if_alive, weakref.WeakMethod(self.flush)))
 
     @classmethod
     @contextlib.contextmanager
@@ -157,24 +170,22 @@ class CkdbSaver(AsyncTwins):
             saver = cls(store, serde=serde, retention=retention, pending_writes=pending_writes)
             saver._owns_store = True
             yield saver
-            saver.flush()
         finally:
-            store.close()
+            store.close()  # commits held pending writes first (the saver's close hook)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._owns_store:
-            try:
-                self.flush()
-            finally:
-                self.store.close()
+            self.store.close()  # commits held pending writes first (the close hook)
 
     def flush(self) -> None:
-        """Commit the pending writes held for the next checkpoint (``"with_checkpoint"``)."""
-        if len(self._held):
-            commit_with(self._env.write, self._held, None, 0)
+        """Commit the pending writes held for the next checkpoint (``"with_checkpoint"``), and
+        wait for those another thread's commit carries: after it, every ``put_writes`` that
+        returned before it began is durable."""
+        if self._hold_writes:
+            flush_held(self._env.write, self._held)
 
     # -- frames and serde ------------------------------------------------------------------------
 
@@ -317,10 +328,12 @@ class CkdbSaver(AsyncTwins):
         if not rows:
             return
         estimate = sum(len(r[1]) for r in rows)
-        if self._hold_writes and not any(special for _k, _v, special in rows):
-            if self._held.add(apply, estimate):
-                self.flush()  # over the bounds: commit what is held now
+        held = self._hold_writes and not any(special for _k, _v, special in rows)
+        if held and self._held.fits(estimate):
+            self._held.add(apply, estimate)
             return
+        # Not held (special writes, durable mode), or over the bounds: commit what is held with
+        # this one now (on failure this one is not held: put_writes raised, nothing written).
         commit_with(self._env.write, self._held, apply, estimate)
 
     # -- read ------------------------------------------------------------------------------------

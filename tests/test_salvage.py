@@ -21,7 +21,15 @@ import ckdb
 from ckdb import cli
 from ckdb.capture import E_CHUNKS, E_PATH
 from ckdb.errors import IntegrityError
-from ckdb.layout import DB_CHUNKS, DB_MARKS, DB_PAYLOADS, RecordType, id_from_text, payload_key
+from ckdb.layout import (
+    DB_CHUNKS,
+    DB_MARKS,
+    DB_PAYLOADS,
+    DB_REGISTRY,
+    RecordType,
+    id_from_text,
+    payload_key,
+)
 
 BIG = random.Random(7).randbytes(2_000_000)  # two chunks of at most 1 MiB
 SMALL = b"notes that stay intact\n" * 20
@@ -53,17 +61,17 @@ def flip_on_disk(path: Path, value: bytes) -> None:
     data_file.write_bytes(bytes(data))
 
 
-def flip_everywhere(path: Path, value: bytes) -> None:
-    """Flip one bit in every copy of ``value`` in data.mdb (LMDB may keep stale copies of a
-    small value on freed pages; which copy is live is not known from outside)."""
+def flip_everywhere(path: Path, value: bytes, offset: int = -30) -> None:
+    """Flip one bit of byte ``offset`` of every copy of ``value`` in data.mdb (LMDB may keep
+    stale copies of a small value on freed pages; which copy is live is not known from
+    outside)."""
     data_file = path / "data.mdb"
     data = bytearray(data_file.read_bytes())
-    probe = value[-40:]
-    at = data.find(probe)
+    at = data.find(value)
     assert at >= 0
     while at >= 0:
-        data[at + 10] ^= 0x04
-        at = data.find(probe, at + 1)
+        data[at + offset % len(value)] ^= 0x04
+        at = data.find(value, at + 1)
     data_file.write_bytes(bytes(data))
 
 
@@ -369,3 +377,18 @@ def test_restore_latest_salvages_a_candidate_whose_chunk_is_gone(case: Case) -> 
         for cid in (case.a, case.b):
             assert (infos[cid].status, infos[cid].damaged_files) == ("damaged", ("big.bin",))
             assert store.load(cid).state == case.states[cid]
+
+
+def test_a_salvaged_checkpoint_whose_registry_entry_rots_is_corrupted(case: Case) -> None:
+    """The damage record says "damaged", but a registry entry that fails its tag makes the
+    checkpoint "corrupted" in listings, as load treats it."""
+    with ckdb.open(case.path, retention=None) as store:
+        store.scrub(repair=True)
+        with store._env.read() as txn:
+            reg_key = store.tables.registry.key_of(txn, id_from_text(case.b), None)
+        assert reg_key is not None
+    flip_everywhere(case.path, raw_value(case.path, DB_REGISTRY, reg_key), offset=-1)  # tag
+    with ckdb.open(case.path, retention=None) as store:
+        infos = {i.id: i for i in store.list("wf")}
+        assert infos[case.b].status == "corrupted"
+        assert infos[case.a].status == "damaged"

@@ -246,10 +246,12 @@ class Tables:
 
     def entry_info(self, txn: Txn, reg_key: bytes, value: bytes) -> CheckpointInfo:
         """The listing record of a registry entry; damaged ones come back "corrupted"."""
+        entry_ok = True
         try:
             cid, created_us, flags = self.registry.entry(reg_key, value)
         except IntegrityError:
             cid, created_us, flags = bytes(value[:16]), 0, FLAG_MARKED
+            entry_ok = False
         meta: Meta | None
         try:
             if len(cid) != ID_SIZE:  # a truncated entry: there is no id to look up
@@ -260,7 +262,8 @@ class Tables:
         except (CheckpointNotFound, IntegrityError):
             meta = None
         if meta is not None:
-            return self.info(txn, meta, flags)
+            # A damaged entry is "corrupted", whatever a damage record says (load refuses it).
+            return self.info(txn, meta, flags) if entry_ok else meta.info(flags)
         wf_key, seq = split_registry_key(reg_key)
         return CheckpointInfo(
             id=id_to_text(cid) if len(cid) == 16 else "",

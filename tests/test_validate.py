@@ -262,7 +262,11 @@ def test_restore_latest_comprehensive_skips_damaged_chunk(store_path: Path, tmp_
         report = s.restore_latest("wf", target_dir=tmp_path / "out", level="comprehensive")
         assert report.checkpoint.id == old
         assert [cid for cid, _why in report.skipped_checkpoints] == [new]
-        assert s.list("wf")[0].status == "corrupted"
+        # Only its chunk is damaged: set aside as salvaged ("damaged", state readable), as a
+        # repairing scrub would, not marked corrupted.
+        info = s.list("wf")[0]
+        assert (info.id, info.status) == (new, "damaged")
+        assert s.load(new).state == {"task": "new"}
         assert (tmp_path / "out" / "f.txt").read_text() == "old"
 
 

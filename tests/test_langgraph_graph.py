@@ -98,3 +98,56 @@ def test_graph_killed_mid_node_then_resumed(tmp_path: Path, pending_writes: str)
         steps = [t.metadata["step"] for t in history]
         assert steps == sorted(steps, reverse=True)
         assert steps[-1] == -1
+
+
+PARALLEL = Path(__file__).parent / "workers" / "langgraph_parallel.py"
+
+
+@pytest.mark.parametrize(("pending_writes", "fast_runs"), [("durable", 1), ("with_checkpoint", 2)])
+def test_a_held_write_lost_to_a_kill_reruns_its_task(
+    tmp_path: Path, pending_writes: str, fast_runs: int
+) -> None:
+    """Two parallel nodes; the process is SIGKILLed after ``fast`` finished and while ``slow``
+    runs. Durable: fast's write was committed, so the resume runs only ``slow``. with_checkpoint:
+    fast's write was only held, so the kill costs exactly what docs/langgraph.md says: ``fast``
+    runs again. The final state is the same either way."""
+    path = tmp_path / "parallel.ckdb"
+    env = {**ENV, "CKDB_LG_PENDING_WRITES": pending_writes}
+    proc = subprocess.Popen(
+        [sys.executable, str(PARALLEL), str(path), "start"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        waiting = json.loads(line) if line else {}
+        assert waiting.get("event") == "slow-waiting", proc.stderr.read() if proc.stderr else ""
+        # Where the mode put fast's write at the moment of the kill.
+        if pending_writes == "durable":
+            assert (waiting["held"], waiting["stored"]) == (0, 1)
+        else:
+            assert (waiting["held"], waiting["stored"]) == (1, 0)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # also when an assertion above failed
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    resumed = subprocess.run(
+        [sys.executable, str(PARALLEL), str(path), "resume"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1]) == {
+        "event": "finished",
+        "done": ["fast", "slow"],
+    }
+    runs = [name for _pid, name in _log(path)]
+    assert runs.count("fast") == fast_runs
+    assert runs.count("slow") == 2  # killed once, then finished

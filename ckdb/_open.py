@@ -29,6 +29,7 @@ from ckdb.layout import (
     FORMAT_VERSION,
     INCOMPAT_BUNDLES,
     INCOMPAT_KNOWN,
+    INCOMPAT_SEQ_FLOOR,
     INFO_FORMAT,
     INFO_KEYCHECK,
     INFO_KEYRING,
@@ -131,7 +132,8 @@ def create_store(
             if key_file is not None:
                 fsync_path(target.absolute().parent, directory=True)
         uuid = secrets.token_bytes(16)
-        incompat = INCOMPAT_BUNDLES | (0 if encryption is None else CIPHERS[encryption])
+        incompat = INCOMPAT_BUNDLES | INCOMPAT_SEQ_FLOOR
+        incompat |= 0 if encryption is None else CIPHERS[encryption]
         fmt = FORMAT.pack(STORE_MAGIC, FORMAT_VERSION, incompat, 0, uuid, now_us())
         kek = keys.kek_for(master, uuid)
         ring = keys.Keyring.generate()
@@ -260,6 +262,7 @@ def _unlock(
         key_source=key_source,
         readonly=readonly,
         bundles=bool(FORMAT.unpack(fmt)[2] & INCOMPAT_BUNDLES),
+        seq_floor=bool(FORMAT.unpack(fmt)[2] & INCOMPAT_SEQ_FLOOR),
         retention=retention,
         created_by=created_by,
     )

@@ -64,7 +64,14 @@ INCOMPAT_BUNDLES = 0x4
 #: A remote was attached: every change of a workflow marks it dirty for the shipper (and deletes
 #: leave tombstones). Older ckdb refuses such a store: its writes would never be shipped.
 INCOMPAT_REMOTE = 0x8
-INCOMPAT_KNOWN = INCOMPAT_AES_GCM | INCOMPAT_CHACHA | INCOMPAT_BUNDLES | INCOMPAT_REMOTE
+#: The workflow record is written when it changes, not by every create: its ``next_seq`` is a
+#: floor (the next sequence is one past the newest registry entry, or ``next_seq`` if larger;
+#: deleting the newest entries raises it). Set at creation from ckdb 0.4 on; older ckdb, which
+#: takes ``next_seq`` as exact when deleting, refuses such a store.
+INCOMPAT_SEQ_FLOOR = 0x10
+INCOMPAT_KNOWN = (
+    INCOMPAT_AES_GCM | INCOMPAT_CHACHA | INCOMPAT_BUNDLES | INCOMPAT_REMOTE | INCOMPAT_SEQ_FLOOR
+)
 #: State components whose encoding is smaller than this share the checkpoint's bundle frame
 #: (when it has two or more of them); larger ones keep a frame each.
 BUNDLE_MAX = 64 << 10

@@ -480,7 +480,7 @@ class Scrubber:
                             pass
                 txn.put(db, key, value)
             if current_key is not None and current_key != reg_key:
-                txn.delete(DB_REGISTRY, current_key)
+                self.t.registry.delete(txn, current_key)
             flags = (current_flags if current_flags is not None else bflags) & ~FLAG_MARKED
             created_us = int.from_bytes(reg_value[16:24], "big")
             txn.put(DB_REGISTRY, reg_key, self.t.registry.value(reg_key, cid, created_us, flags))
@@ -557,7 +557,7 @@ class Scrubber:
             if meta is None or cid is None:
                 # No checkpoint behind it: the entry is dangling or unreadable. Remove it.
                 if key is not None:
-                    txn.delete(DB_REGISTRY, key)
+                    self.t.registry.delete(txn, key)
                 if cid is not None and txn.get(DB_CHECKPOINTS, cid) is not None:
                     self.t.delete_checkpoint(txn, cid, None)
                     return "deleted"
@@ -573,7 +573,7 @@ class Scrubber:
                 except IntegrityError:
                     pass  # a damaged or swapped-in entry: overwritten below
             if key is not None and key != good_key:
-                txn.delete(DB_REGISTRY, key)
+                self.t.registry.delete(txn, key)
             flags = FLAG_PINNED | (FLAG_MANUAL if meta.kind == "manual" else 0)
             if any(c[0] == RecordType.MANIFEST for c in meta.components):
                 flags |= FLAG_FILES

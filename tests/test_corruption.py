@@ -325,9 +325,13 @@ def test_damaged_value_is_an_error_never_data(ps: Pristine, component: str, how:
         assert [i.id for i in listed if i.status == "valid"][-1] == ps.a
         assert {i.id for i in store.list(OTHER)} == {ps.c, ps.d}
 
-        # The workflow continues: a new checkpoint gets a new sequence and loads.
+        # The workflow continues: a new checkpoint gets a new sequence and loads. One
+        # exception (docs/format.md, flag 0x10): where damage removed the newest registry entry
+        # itself, the registry no longer says its sequence was handed out, and the workflow
+        # record of a seq-floor store is a floor, so the number is given again.
         new = store.create(WF, "after", state={"x": 1})
-        assert new.sequence == ps.seq[ps.b] + 1
+        reused = component == "registry" and deleted
+        assert new.sequence == ps.seq[ps.b] + (0 if reused else 1)
         assert store.load(new.id).state == {"x": 1}
         assert store.latest(WF).id == new.id  # type: ignore[union-attr]
         # ...and the damaged one is still refused.
@@ -657,6 +661,8 @@ def test_rolled_back_workflow_record_never_reuses_a_sequence(
     wf_key = workflow_key(WF)
     old_record = raw_get(path, DB_WORKFLOWS, wf_key)
     with open_store(path) as store:
+        # A delete of the newest raises next_seq (and so rewrites the record) in every store.
+        store.delete(store.create(WF, "scratch", state={"n": 0}).id)
         newer = store.create(WF, "newer", state={"n": 1})
     damage(path, DB_WORKFLOWS, wf_key, lambda _old: old_record)
     with open_store(path) as store:
@@ -667,3 +673,22 @@ def test_rolled_back_workflow_record_never_reuses_a_sequence(
             (i.sequence for i in store.list(WF)), reverse=True
         )
         assert_loads_exactly(store, pristine, pristine.a)
+
+
+def test_a_removed_newest_entry_whose_number_was_given_again_keeps_its_checkpoint(
+    ps: Pristine,
+) -> None:
+    """The one case where a sequence is given twice (the newest registry entry removed by
+    damage, in a seq-floor store): scrub's repair keeps both checkpoints' records, reports the
+    slot conflict, and deletes nothing."""
+    damage(ps.path, *ps.address(ps.b, "registry"), delete)
+    with open_store(ps.path) as store:
+        new = store.create(WF, "after", state={"x": 1})
+        assert new.sequence == ps.seq[ps.b]
+        report = store.scrub(repair=True)
+        assert report.deleted == 0
+        actions = {(f.kind, f.action) for f in report.findings if f.checkpoint_id == ps.b}
+        assert ("registry", "conflict") in actions, report.findings
+        assert store.load(new.id).state == {"x": 1}
+        assert_loads_exactly(store, ps, ps.a)
+    assert raw_get(ps.path, *ps.address(ps.b, "metadata")) is not None  # kept, not deleted

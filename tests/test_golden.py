@@ -1,8 +1,10 @@
 """Stores written by released formats still open, verify and restore (borg keeps repo12.tar.gz).
 
-Both archives were written by tests/data/make_golden.py with format version 1:
+Every archive was written by tests/data/make_golden.py with format version 1:
 golden-v1.tar.gz by ckdb 0.1 (a frame per component), golden-v1-bundles.tar.gz by ckdb 0.2
-(incompatible feature 0x4: small state components share a bundle frame)."""
+(incompatible feature 0x4: small state components share a bundle frame),
+golden-v1-seqfloor.tar.gz by ckdb 0.4 (0x4 and 0x10: the workflow record's next_seq is a floor,
+not rewritten per create; its newest checkpoint, sequence 4, was deleted)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ from pathlib import Path
 import pytest
 
 import ckdb
-from ckdb.layout import DB_INFO, FORMAT, INCOMPAT_BUNDLES, INFO_FORMAT
+from ckdb.layout import DB_INFO, FORMAT, INCOMPAT_BUNDLES, INCOMPAT_SEQ_FLOOR, INFO_FORMAT
 
 DATA = Path(__file__).resolve().parent / "data"
 KEY = b"golden-store-key-0123456789abcdef"
 
 
-ARCHIVES = ["golden-v1.tar.gz", "golden-v1-bundles.tar.gz"]
+ARCHIVES = ["golden-v1.tar.gz", "golden-v1-bundles.tar.gz", "golden-v1-seqfloor.tar.gz"]
+WITH_BUNDLES = {"golden-v1-bundles.tar.gz", "golden-v1-seqfloor.tar.gz"}
 
 
 @pytest.fixture(scope="module", params=ARCHIVES)
@@ -45,19 +48,25 @@ def test_a_store_keeps_its_layout(golden: Path, tmp_path: Path, name: str) -> No
     open it); a store with bundles bundles new checkpoints. Both read either layout."""
     path = tmp_path / name
     shutil.copytree(golden / name, path)
+    archive = (golden / "ARCHIVE").read_text()
     bundles = bool(_incompat(path) & INCOMPAT_BUNDLES)
-    assert bundles == ((golden / "ARCHIVE").read_text() == "golden-v1-bundles.tar.gz")
+    assert bundles == (archive in WITH_BUNDLES)
+    floor = bool(_incompat(path) & INCOMPAT_SEQ_FLOOR)
+    assert floor == (archive == "golden-v1-seqfloor.tar.gz")
     with ckdb.open(path, key=KEY, retention=None) as s:
         old = s.list("golden")[1]  # "work": components "task" and "f"
         assert {c.type for c in old.components} >= {"component"}
         assert ("bundle" in {c.type for c in old.components}) == bundles
         info = s.create("golden", "new", state={"a": {"x": 1}, "b": [2.5, None]})
+        # The seq-floor store's deleted newest (4) is never handed out again.
+        assert info.sequence == (5 if floor else 4)
         assert ("bundle" in {c.type for c in info.components}) == bundles
         assert all(c.stored_size > 0 for c in info.components) != bundles
         assert s.load(info.id).state == {"a": {"x": 1}, "b": [2.5, None]}
         assert s.validate(info.id, "comprehensive").ok
         assert s.scrub().ok
     assert bool(_incompat(path) & INCOMPAT_BUNDLES) == bundles  # never changed by a write
+    assert bool(_incompat(path) & INCOMPAT_SEQ_FLOOR) == floor
 
 
 @pytest.mark.parametrize("name", ["plain", "encrypted"])

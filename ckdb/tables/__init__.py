@@ -107,16 +107,17 @@ class Tables:
         key_source: str,
         readonly: bool,
         bundles: bool,
+        seq_floor: bool,
         retention: RetentionPolicy | None,
         created_by: str,
     ) -> None:
         self.env = env
         self.frames = Frames(keys)
         self.checkpoints = Checkpoints(self.frames)
-        self.registry = Registry(self.frames)
+        self.workflows = Workflows(self.frames)
+        self.registry = Registry(self.frames, self.workflows)
         self.payloads = PayloadTable(self.frames)
         self.chunks = Chunks(self.frames)
-        self.workflows = Workflows(self.frames)
         self.settings = Settings(self.frames)
         self.marks = Marks(self.frames)
         self.remote = RemoteState(self.frames)
@@ -132,6 +133,10 @@ class Tables:
         # Stores created before bundles existed keep one frame per component (older ckdb can
         # still open them); readers understand both layouts.
         self.bundles = bundles
+        # Stores created from ckdb 0.4 on: create writes the workflow record only when it
+        # changes (next_seq is a floor; ckdb/tables/workflows.py). Older stores keep the
+        # record exact on every create, as the ckdb that wrote them expects.
+        self.seq_floor = seq_floor
         self.retention = retention
         self.created_by = created_by
         keys.reload = self.reload_keyring

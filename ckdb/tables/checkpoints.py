@@ -13,10 +13,19 @@ from __future__ import annotations
 
 from ckdb._env import Txn
 from ckdb.codec import decode_frame, decode_registry, encode_registry
-from ckdb.errors import CheckpointNotFound, IntegrityError
-from ckdb.layout import DB_CHECKPOINTS, DB_REGISTRY, Codec, RecordType, id_to_text, registry_key
+from ckdb.errors import CheckpointNotFound, FormatError, IntegrityError
+from ckdb.layout import (
+    DB_CHECKPOINTS,
+    DB_REGISTRY,
+    Codec,
+    RecordType,
+    id_to_text,
+    registry_key,
+    split_registry_key,
+)
 from ckdb.meta import Meta
 from ckdb.tables.frames import Frames
+from ckdb.tables.workflows import Workflows
 
 #: (checkpoint id, created_at µs, flags) of a verified registry entry
 Entry = tuple[bytes, int, int]
@@ -68,12 +77,17 @@ class Checkpoints:
 
 
 class Registry:
-    """Registry entries: what listing and retention planning read, with tagged flags."""
+    """Registry entries: what listing and retention planning read, with tagged flags.
 
-    __slots__ = ("_frames",)
+    Deleting entries keeps their sequences handed out: when no newer entry of the workflow is
+    left, the workflow record's ``next_seq`` is raised past them in the same transaction
+    (``Workflows.keep_past``), since the next create takes one past the newest entry."""
 
-    def __init__(self, frames: Frames) -> None:
+    __slots__ = ("_frames", "_workflows")
+
+    def __init__(self, frames: Frames, workflows: Workflows) -> None:
         self._frames = frames
+        self._workflows = workflows
 
     def entry(self, key: bytes, value: bytes) -> Entry:
         """A verified registry entry -> (checkpoint id, created_at µs, flags)."""
@@ -135,11 +149,29 @@ class Registry:
 
     def delete(self, txn: Txn, key: bytes) -> None:
         txn.delete(DB_REGISTRY, key)
+        self._keep_past(txn, [key])
 
     def delete_many(self, txn: Txn, keys: list[bytes]) -> None:
         """Delete sorted ``keys``: one cursor pass from the first to the last, deleting only
         them (the entries between, of checkpoints kept, stay)."""
         txn.delete_keys_in_range(DB_REGISTRY, keys[0], keys[-1] + b"\x00", set(keys))
+        self._keep_past(txn, keys)
+
+    def _keep_past(self, txn: Txn, keys: list[bytes]) -> None:
+        """After deleting ``keys``: per workflow, if the newest deleted sequence is newer than
+        every entry left, the workflow record must remember it (no sequence is reused)."""
+        newest: dict[bytes, int] = {}
+        for key in keys:
+            try:
+                wf_key, seq = split_registry_key(key)
+            except FormatError:
+                continue  # a malformed key (damage being removed) names no sequence
+            if seq > newest.get(wf_key, -1):
+                newest[wf_key] = seq
+        for wf_key, seq in newest.items():
+            left = next(iter(txn.prefix(DB_REGISTRY, wf_key, reverse=True)), None)
+            if left is None or split_registry_key(bytes(left[0]))[1] < seq:
+                self._workflows.keep_past(txn, wf_key, seq)
 
     def created_of(self, txn: Txn, key: bytes) -> int:
         """The created_at field of the entry at ``key`` (as stored; the caller verified it)."""

@@ -2,7 +2,10 @@
 
 - ``workflows``: workflow key -> workflow record (record type 7): ``{id, next_seq, created_at,
   working_directory?}``. A damaged record is rebuilt by the next create (the registry decides the
-  sequence), never trusted.
+  sequence), never trusted. In a store with ``INCOMPAT_SEQ_FLOOR`` the record is written only
+  when it changes (not by every create): ``next_seq`` is then a floor, the next sequence being
+  one past the newest registry entry or ``next_seq``, whichever is larger; deleting the newest
+  entries raises it (``keep_past``), so a sequence is never handed out twice.
 - ``settings``: short names -> setting frames (record type 8): ``retention/<workflow key>`` (a
   workflow's own policy), leases, cursors (scrub, rotation), the monitor's lease.
 - ``marks``: checkpoint id ‖ 0x00 -> mark frame (record type 9): why a checkpoint was marked;
@@ -70,6 +73,26 @@ class Workflows:
     def remember(self, wf_key: bytes, frame: bytes, raw: bytes) -> None:
         """``frame`` was just verified in full to ``raw`` (create's read-back)."""
         self._frames.verified.put((DB_WORKFLOWS, wf_key, RecordType.WORKFLOW), frame, raw, len(raw))
+
+    def put(self, txn: Txn, wf_key: bytes, doc: dict[str, Any]) -> None:
+        txn.put(DB_WORKFLOWS, wf_key, self.frame(wf_key, encoding.encode(doc)))
+
+    def keep_past(self, txn: Txn, wf_key: bytes, seq: int) -> None:
+        """Sequence ``seq`` was handed out and its entry deleted with no newer entry left:
+        raise the record's ``next_seq`` past it. A missing or damaged record is left alone
+        (the next create rebuilds it from the registry; scrub reports the damage)."""
+        raw = txn.get(DB_WORKFLOWS, wf_key)
+        if raw is None:
+            return
+        try:
+            doc = self.decode(wf_key, raw)
+        except IntegrityError:
+            return
+        current = doc.get("next_seq")
+        if type(current) is int and current > seq:
+            return
+        doc["next_seq"] = seq + 1
+        self.put(txn, wf_key, doc)
 
     def names(self, txn: Txn) -> list[str]:
         """Every workflow id whose record verifies (damaged ones: scrub reports them)."""

@@ -5,6 +5,9 @@
 - ``golden-v1.tar.gz``: written by ckdb 0.1 (one payload frame per component);
 - ``golden-v1-bundles.tar.gz``: written by ckdb 0.2 (incompatible flag 0x4: small state
   components share a bundle frame).
+- ``golden-v1-seqfloor.tar.gz``: written by ckdb 0.4 (flags 0x4 and 0x10: the workflow record
+  is not rewritten per create; a fourth checkpoint, the newest, was deleted, so the record's
+  ``next_seq`` is 5 while the newest entry is 3).
 
 Run once per released format or format feature (never to "fix" a failing test_golden: that test exists to prove
 that stores written by this format still open). The key is fixed so the test can open it.
@@ -43,6 +46,8 @@ def main(archive: str) -> None:
                     dependencies={"python": "3.11"},
                 )
                 s.create("golden", "review", kind="manual", name="before-risky-step", pinned=True)
+                # From the seq-floor archive on: its sequence (4) must never be handed out again.
+                s.delete(s.create("golden", "scratch", state={"tmp": 1}).id)
                 s.set_retention("golden", "minimal")
                 if enc:
                     s.rotate_key(KEY, new_data_key=True)

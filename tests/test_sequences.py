@@ -1,0 +1,180 @@
+"""Sequences and the workflow record (``INCOMPAT_SEQ_FLOOR``, docs/format.md).
+
+A store created by ckdb 0.4 or later does not rewrite the workflow record on every create: its
+``next_seq`` is a floor and the registry's newest entry decides the next sequence. Deleting the
+newest entries raises the floor in the same transaction, so no sequence is ever handed out
+twice. Stores written before keep the record exact on every create (golden stores), because the
+ckdb that wrote them relies on it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from pathlib import Path
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+import ckdb
+from ckdb import encoding
+from ckdb.codec import decode_frame
+from ckdb.layout import (
+    DB_INFO,
+    DB_WORKFLOWS,
+    FORMAT,
+    INCOMPAT_SEQ_FLOOR,
+    INFO_FORMAT,
+    RecordType,
+    workflow_key,
+)
+from ckdb.retention import RetentionPolicy
+from tests.test_scrub import raw_get
+
+WF = "wf"
+DATA = Path(__file__).resolve().parent / "data"
+GOLDEN_KEY = b"golden-store-key-0123456789abcdef"
+
+
+def _incompat(path: Path, key: bytes | None = None) -> int:
+    fmt = raw_get(path, DB_INFO, INFO_FORMAT)
+    assert fmt is not None
+    return int(FORMAT.unpack(fmt)[2])
+
+
+def _record(store: ckdb.Store, workflow_id: str = WF) -> dict[str, object]:
+    """The workflow record as stored, verified (through the store's own keys)."""
+    t = store.tables
+    with t.env.read() as txn:
+        raw = txn.get(DB_WORKFLOWS, t.keys.wf_key(workflow_id))
+        assert raw is not None
+        body = decode_frame(
+            t.keys.mac,
+            DB_WORKFLOWS,
+            t.keys.wf_key(workflow_id),
+            raw,
+            RecordType.WORKFLOW,
+            t.keys.aead,
+        )
+    doc = encoding.decode(body)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_a_new_store_has_the_flag_and_a_create_leaves_the_workflow_record_alone(
+    store_path: Path,
+) -> None:
+    with ckdb.open(store_path, retention=None) as s:
+        first = s.create(WF, "p", state={"n": 0})
+    assert _incompat(store_path) & INCOMPAT_SEQ_FLOOR
+    record = raw_get(store_path, DB_WORKFLOWS, workflow_key(WF))
+    assert record is not None
+    with ckdb.open(store_path, retention=None) as s:
+        later = [s.create(WF, "p", state={"n": i}) for i in range(1, 6)]
+        assert [i.sequence for i in later] == list(range(first.sequence + 1, first.sequence + 6))
+        assert [i.sequence for i in s.list(WF)] == list(range(first.sequence + 5, 0, -1))
+        assert s.load(s.latest(WF).id).state == {"n": 5}
+        assert _record(s)["next_seq"] == first.sequence + 1  # a floor, not the next one
+    assert raw_get(store_path, DB_WORKFLOWS, workflow_key(WF)) == record  # not rewritten
+
+
+def test_deleting_the_newest_never_hands_its_sequence_out_again(store: ckdb.Store) -> None:
+    infos = [store.create(WF, "p", state={"n": i}) for i in range(3)]
+    store.delete(infos[2].id)
+    assert _record(store)["next_seq"] == infos[2].sequence + 1  # raised with the delete
+    after = store.create(WF, "p", state={"n": 3})
+    assert after.sequence == infos[2].sequence + 1
+    # Delete the newest two at once (one of them not the newest): still past both.
+    store.delete(infos[1].id)
+    store.delete(after.id)
+    again = store.create(WF, "p", state={"n": 4})
+    assert again.sequence == after.sequence + 1
+    assert [i.sequence for i in store.list(WF)] == [again.sequence, infos[0].sequence]
+
+
+def test_deleting_an_older_checkpoint_does_not_rewrite_the_record(store_path: Path) -> None:
+    with ckdb.open(store_path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(3)]
+    record = raw_get(store_path, DB_WORKFLOWS, workflow_key(WF))
+    with ckdb.open(store_path, retention=None) as s:
+        s.delete(infos[0].id)
+        s.prune(WF, RetentionPolicy(max_checkpoints=1))
+        assert [i.id for i in s.list(WF)] == [infos[2].id]
+    assert raw_get(store_path, DB_WORKFLOWS, workflow_key(WF)) == record
+
+
+def test_a_changed_working_directory_still_rewrites_the_record(
+    store: ckdb.Store, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "f.txt").write_text(d.name)
+    store.create(WF, "p", state={"n": 0}, files=a)
+    store.create(WF, "p", state={"n": 1}, files=b)
+    assert _record(store)["working_directory"] == str(b)
+    third = store.create(WF, "p", state={"n": 2})  # the remembered directory: b
+    store.restore(third.id, target_dir=tmp_path / "out")
+    assert (tmp_path / "out" / "f.txt").read_text() == "b"
+
+
+# One workflow, a random history of creates, deletes (newest, oldest, any), prunes and reopens:
+# every create takes a sequence above every sequence handed out before.
+OPS = st.lists(
+    st.one_of(
+        st.just(("create",)),
+        st.tuples(st.just("delete"), st.integers(0, 50)),
+        st.just(("delete_newest",)),
+        st.tuples(st.just("prune"), st.integers(1, 3)),
+        st.just(("reopen",)),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=OPS)
+def test_no_sequence_is_handed_out_twice(tmp_path_factory: pytest.TempPathFactory, ops) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("seq") / "store.ckdb"
+    handed_out: list[int] = []
+    s = ckdb.open(path, retention=None)
+    try:
+        for op in ops:
+            live = s.list(WF) if handed_out else []
+            if op[0] == "create":
+                info = s.create(WF, "p", state={"i": len(handed_out)})
+                assert not handed_out or info.sequence > max(handed_out)
+                handed_out.append(info.sequence)
+            elif op[0] == "delete" and live:
+                s.delete(live[op[1] % len(live)].id)
+            elif op[0] == "delete_newest" and live:
+                s.delete(live[0].id)
+            elif op[0] == "prune" and live:
+                s.prune(WF, RetentionPolicy(max_checkpoints=op[1]))
+            elif op[0] == "reopen":
+                s.close()
+                s = ckdb.open(path, retention=None)
+        final = s.create(WF, "p", state={"last": True})
+        assert not handed_out or final.sequence > max(handed_out)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("archive", ["golden-v1.tar.gz", "golden-v1-bundles.tar.gz"])
+def test_an_older_store_keeps_its_workflow_record_exact(tmp_path: Path, archive: str) -> None:
+    """ckdb 0.3 and before read ``next_seq`` as exact: in their stores every create still
+    writes it, and the store does not gain the flag."""
+    with tarfile.open(DATA / archive) as tar:
+        tar.extractall(tmp_path, filter="data")
+    path = tmp_path / "plain"
+    assert not _incompat(path) & INCOMPAT_SEQ_FLOOR
+    with ckdb.open(path, key=GOLDEN_KEY, retention=None) as s:
+        for n in range(3):
+            info = s.create("golden", "new", state={"n": n})
+            assert _record(s, "golden")["next_seq"] == info.sequence + 1
+        s.delete(info.id)
+        assert s.create("golden", "new", state={"n": 9}).sequence == info.sequence + 1
+    assert not _incompat(path) & INCOMPAT_SEQ_FLOOR
+    shutil.rmtree(tmp_path / "plain")

@@ -19,7 +19,8 @@ def agent_state(n_messages: int) -> dict[str, object]:
         "messages": [
             {
                 "role": "assistant" if i % 2 else "user",
-                "content": f"step {i}: the agent considered option {i % 7} and wrote a paragraph " * 3,
+                "content": f"step {i}: the agent considered option {i % 7} and wrote a paragraph "
+                * 3,
                 "tool_calls": [{"name": "search", "args": {"q": f"query {i}", "k": 5}}],
                 "tokens": 120 + i,
                 "score": i / 7.0,
@@ -54,13 +55,17 @@ def main() -> None:
             samples["oj_dec"].append(timeit(orjson.loads, oj, rounds=rounds))
         med = {k: statistics.median(v) for k, v in samples.items()}
         rows.append((label, len(mp), len(oj), med))
-    print("| state | msgpack bytes | orjson bytes | msgpack enc µs | orjson enc µs | "
-          "msgpack dec µs | orjson dec µs | enc ratio mp/oj | dec ratio mp/oj |")
+    print(
+        "| state | msgpack bytes | orjson bytes | msgpack enc µs | orjson enc µs | "
+        "msgpack dec µs | orjson dec µs | enc ratio mp/oj | dec ratio mp/oj |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for label, mpn, ojn, m in rows:
-        print(f"| {label} | {mpn} | {ojn} | {m['mp_enc']:.1f} | {m['oj_enc']:.1f} | "
-              f"{m['mp_dec']:.1f} | {m['oj_dec']:.1f} | {m['mp_enc'] / m['oj_enc']:.2f} | "
-              f"{m['mp_dec'] / m['oj_dec']:.2f} |")
+        print(
+            f"| {label} | {mpn} | {ojn} | {m['mp_enc']:.1f} | {m['oj_enc']:.1f} | "
+            f"{m['mp_dec']:.1f} | {m['oj_dec']:.1f} | {m['mp_enc'] / m['oj_enc']:.2f} | "
+            f"{m['mp_dec'] / m['oj_dec']:.2f} |"
+        )
     print()
     print("exactness (what ckdb must round-trip):")
     for value in (float("nan"), float("inf"), -0.0, 2**64, b"\x00bytes"):

@@ -87,6 +87,10 @@ class _MissingChunks(Exception):
         self.chunks = chunks
 
 
+class _NeedsCapture(Exception):
+    """The workflow record names a working directory this create skipped looking for."""
+
+
 @frozen
 class _Part:
     """One payload frame of a checkpoint, built outside the write lock."""
@@ -229,8 +233,13 @@ def create_checkpoint(
         add(RecordType.DEPENDENCIES, "dependencies", dependencies, "dependencies")
 
     # Files: capture outside the write lock (chunks of large captures are committed ahead).
+    # Without files=, a create captures the working directory the workflow record names; a
+    # workflow this process last saw without one skips that read (a read transaction per
+    # create). The write transaction checks the record: if it names a directory after all,
+    # the create captures it and runs again (_NeedsCapture).
     cap: Capture | None = None
-    if include_files:
+
+    def capture() -> Capture | None:
         root: str | None = None
         previous: dict[str, Any] | None = None
         with t.env.read() as txn:
@@ -244,28 +253,39 @@ def create_checkpoint(
                 root = wf_doc0.get("working_directory")
             if root is not None:
                 previous = t.previous_manifest(txn, wf_key)
-        if root is not None:
-            cap = capture_tree(
-                root,
-                sink,
-                include=include,
-                exclude=exclude,
-                previous=previous,
-                progress=progress,
-                codec=codec,
-            )
-            add(RecordType.MANIFEST, "files", cap.doc, "files")
+        if root is None:
+            return None
+        return capture_tree(
+            root,
+            sink,
+            include=include,
+            exclude=exclude,
+            previous=previous,
+            progress=progress,
+            codec=codec,
+        )
 
-    flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
-    if cap is not None:
-        flags |= FLAG_FILES
-    parts, comps = _payload_frames(t, cid, encoded, codec)
-    integrity = integrity_digest(cid, comps)
-    estimate = sum(len(p.frame) for p in parts) + 4096
-    if cap is not None:
-        estimate += sum(len(f) for f in cap.pending.values())
+    if include_files and (files is not None or t.working_dirs.get(wf_key, True)):
+        cap = capture()
+    n_state = len(encoded)  # a capture's manifest comes after the state
+
+    def frame_all() -> tuple[int, list[_Part], list[Any], bytes, int]:
+        del encoded[n_state:]
+        flags = (FLAG_MANUAL if kind == KIND_MANUAL else 0) | (FLAG_PINNED if pinned else 0)
+        if cap is not None:
+            add(RecordType.MANIFEST, "files", cap.doc, "files")
+            flags |= FLAG_FILES
+        parts, comps = _payload_frames(t, cid, encoded, codec)
+        estimate = sum(len(p.frame) for p in parts) + 4096
+        if cap is not None:
+            estimate += sum(len(f) for f in cap.pending.values())
+        return flags, parts, comps, integrity_digest(cid, comps), estimate
+
+    flags, parts, comps, integrity, estimate = frame_all()
+    has_directory = cap is not None
 
     def apply(txn: Txn) -> CheckpointInfo:
+        nonlocal has_directory
         t.check_not_fenced(txn, wf_key, workflow_id)  # another host owns it: write nothing
         try:
             wf_doc = t.workflows.doc(txn, wf_key, workflow_id)
@@ -282,6 +302,9 @@ def create_checkpoint(
             wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": now_us()}
         if cap is not None and wf_doc.get("working_directory") != cap.root:
             rewrite = True
+        if include_files and cap is None and wf_doc.get("working_directory") is not None:
+            raise _NeedsCapture  # a directory this create did not look for: capture it first
+        has_directory = wf_doc.get("working_directory") is not None or cap is not None
         seq = int(wf_doc["next_seq"])
         parent = None
         newest = True
@@ -398,6 +421,11 @@ def create_checkpoint(
         try:
             info = t.env.write(apply, estimate=estimate)
             break
+        except _NeedsCapture:
+            t.working_dirs[wf_key] = True
+            cap = capture()
+            flags, parts, comps, integrity, estimate = frame_all()
+            continue
         except _MissingChunks as missing:
             assert cap is not None
             for chunk_id in missing.chunks:
@@ -413,6 +441,9 @@ def create_checkpoint(
                 cap.pending[chunk_id] = sink.chunk_frame(chunk_id, data, cap.codec)
     else:
         raise IntegrityError("chunks kept disappearing during the commit; nothing was written")
+    if len(t.working_dirs) >= 4096:
+        t.working_dirs.clear()
+    t.working_dirs[wf_key] = has_directory
     if cap is not None and (cap.warnings or cap.doc.get("error")):
         # A missing working directory is recorded in the file state (seed behaviour), and said
         # here too: passing a mistyped path should not go unnoticed.

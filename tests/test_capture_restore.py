@@ -881,3 +881,28 @@ def test_big_file_is_committed_ahead_in_bounded_batches(
     info = store.create("wf", "p", files=src)
     assert store.validate(info.id, level="comprehensive").ok
     assert batches and max(batches) <= 4 * MIB + MIB + 4096, batches
+
+
+def test_a_working_directory_another_process_recorded_is_captured(tmp_path: Path) -> None:
+    """This process saw the workflow without a working directory (and so skips looking for one
+    before a create); another process then records one. The next create here still captures
+    it: its transaction finds the directory in the workflow record and captures first."""
+    path, work = tmp_path / "store.ckdb", tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("from the other process\n")
+    with ckdb.open(path, retention=None) as s:
+        first = s.create("wf", "p", state={"n": 0})
+        assert not any(c.type == "manifest" for c in first.components)
+        code = textwrap.dedent(
+            f"""
+            import ckdb
+            with ckdb.open({str(path)!r}, retention=None) as s:
+                s.create("wf", "p", state={{"n": 1}}, files={str(work)!r})
+            """
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        third = s.create("wf", "p", state={"n": 2})  # no files=: the recorded directory
+        assert any(c.type == "manifest" for c in third.components)
+        assert third.sequence == first.sequence + 2
+        s.restore(third.id, target_dir=tmp_path / "out")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "from the other process\n"

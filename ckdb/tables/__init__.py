@@ -137,6 +137,9 @@ class Tables:
         # changes (next_seq is a floor; ckdb/tables/workflows.py). Older stores keep the
         # record exact on every create, as the ckdb that wrote them expects.
         self.seq_floor = seq_floor
+        # Workflow key -> did its record name a working directory when this process last
+        # wrote it? A hint only (create re-checks in its transaction); unknown: look.
+        self.working_dirs: dict[bytes, bool] = {}
         self.retention = retention
         self.created_by = created_by
         keys.reload = self.reload_keyring

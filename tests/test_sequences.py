@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -22,6 +23,7 @@ from ckdb import encoding
 from ckdb.codec import decode_frame
 from ckdb.layout import (
     DB_INFO,
+    DB_REGISTRY,
     DB_WORKFLOWS,
     FORMAT,
     INCOMPAT_SEQ_FLOOR,
@@ -30,14 +32,14 @@ from ckdb.layout import (
     workflow_key,
 )
 from ckdb.retention import RetentionPolicy
-from tests.test_scrub import raw_get
+from tests.test_scrub import raw_env, raw_get
 
 WF = "wf"
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_KEY = b"golden-store-key-0123456789abcdef"
 
 
-def _incompat(path: Path, key: bytes | None = None) -> int:
+def _incompat(path: Path) -> int:
     fmt = raw_get(path, DB_INFO, INFO_FORMAT)
     assert fmt is not None
     return int(FORMAT.unpack(fmt)[2])
@@ -85,7 +87,7 @@ def test_deleting_the_newest_never_hands_its_sequence_out_again(store: ckdb.Stor
     assert _record(store)["next_seq"] == infos[2].sequence + 1  # raised with the delete
     after = store.create(WF, "p", state={"n": 3})
     assert after.sequence == infos[2].sequence + 1
-    # Delete the newest two at once (one of them not the newest): still past both.
+    # Delete the newest two, the older first (that one is not the newest when deleted).
     store.delete(infos[1].id)
     store.delete(after.id)
     again = store.create(WF, "p", state={"n": 4})
@@ -178,3 +180,31 @@ def test_an_older_store_keeps_its_workflow_record_exact(tmp_path: Path, archive:
         assert s.create("golden", "new", state={"n": 9}).sequence == info.sequence + 1
     assert not _incompat(path) & INCOMPAT_SEQ_FLOOR
     shutil.rmtree(tmp_path / "plain")
+
+
+def test_a_prune_that_deletes_the_newest_raises_the_floor(store: ckdb.Store) -> None:
+    """Retention may delete a newest checkpoint that is marked corrupted (the newest *valid*
+    one is what it keeps): the batch delete (``Registry.delete_many``) raises the floor too."""
+    infos = [store.create(WF, "p", state={"n": i}) for i in range(4)]
+    store.mark(infos[3].id, "test: damaged")
+    later = datetime.now(UTC) + timedelta(days=2)
+    result = store.prune(WF, RetentionPolicy(max_age=timedelta(days=1)), now=later)
+    assert infos[3].id in result.deleted and infos[2].id not in result.deleted
+    assert _record(store)["next_seq"] == infos[3].sequence + 1
+    assert store.create(WF, "p", state={"n": 9}).sequence == infos[3].sequence + 1
+
+
+def test_a_malformed_registry_key_does_not_block_a_delete(store_path: Path) -> None:
+    """A damaged registry key (a byte too many) sorting last in the workflow is skipped when
+    the floor is raised; the delete still happens and raises the floor past the real entries."""
+    with ckdb.open(store_path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(2)]
+    newest_key = workflow_key(WF) + infos[1].sequence.to_bytes(8, "big")
+    value = raw_get(store_path, DB_REGISTRY, newest_key)
+    assert value is not None
+    with raw_env(store_path) as (txn, db):
+        assert txn.put(newest_key + b"\xff", value, db=db(DB_REGISTRY))
+    with ckdb.open(store_path, retention=None) as s:
+        s.delete(infos[1].id)
+        assert [i.id for i in s.list(WF) if i.status == "valid"] == [infos[0].id]
+        assert _record(s)["next_seq"] == infos[1].sequence + 1

@@ -272,7 +272,10 @@ class Tables:
         if meta is not None:
             # A damaged entry is "corrupted", whatever a damage record says (load refuses it).
             return self.info(txn, meta, flags) if entry_ok else meta.info(flags)
-        wf_key, seq = split_registry_key(reg_key)
+        try:
+            wf_key, seq = split_registry_key(reg_key)
+        except FormatError:  # a damaged key: listed as corrupted, at sequence 0
+            wf_key, seq = reg_key[: reg_key[0] + 1] if reg_key else b"", 0
         return CheckpointInfo(
             id=id_to_text(cid) if len(cid) == 16 else "",
             workflow_id=wf_key[1:].decode("utf-8", "replace"),

@@ -169,8 +169,14 @@ class Registry:
             if seq > newest.get(wf_key, -1):
                 newest[wf_key] = seq
         for wf_key, seq in newest.items():
-            left = next(iter(txn.prefix(DB_REGISTRY, wf_key, reverse=True)), None)
-            if left is None or split_registry_key(bytes(left[0]))[1] < seq:
+            left: int | None = None  # the newest well-formed entry left (damaged keys: skipped)
+            for key, _value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+                try:
+                    left = split_registry_key(bytes(key))[1]
+                    break
+                except FormatError:
+                    continue
+            if left is None or left < seq:
                 self._workflows.keep_past(txn, wf_key, seq)
 
     def created_of(self, txn: Txn, key: bytes) -> int:

@@ -335,6 +335,11 @@ class Scrubber:
             if action == "rebuilt" and not problems_now:
                 self.repaired += 1
                 self._find(Finding("checkpoint", text, problem, text, "rebuilt"))
+            elif action == "conflict":
+                # Its slot verifiably holds another checkpoint: there is no entry to mark.
+                self._find(
+                    Finding("checkpoint", text, problem, text, "kept (its slot holds another)")
+                )
             else:
                 self._mark(cid, problem)
                 self._find(

@@ -689,6 +689,7 @@ def test_a_removed_newest_entry_whose_number_was_given_again_keeps_its_checkpoin
         assert report.deleted == 0
         actions = {(f.kind, f.action) for f in report.findings if f.checkpoint_id == ps.b}
         assert ("registry", "conflict") in actions, report.findings
+        assert ("checkpoint", "kept (its slot holds another)") in actions, report.findings
         assert store.load(new.id).state == {"x": 1}
         assert_loads_exactly(store, ps, ps.a)
     assert raw_get(ps.path, *ps.address(ps.b, "metadata")) is not None  # kept, not deleted

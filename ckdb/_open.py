@@ -253,6 +253,7 @@ def _unlock(
     # in another process (deleting it would lose the new key). The next rotation replaces it.
     ring_keys = keys.Keyring.unwrap(kek, uuid, ring)
     ring_keys.cipher = cipher_of(fmt)
+    incompat = FORMAT.unpack(fmt)[2]
     return Tables(
         env,
         ring_keys,
@@ -261,8 +262,8 @@ def _unlock(
         master=master,
         key_source=key_source,
         readonly=readonly,
-        bundles=bool(FORMAT.unpack(fmt)[2] & INCOMPAT_BUNDLES),
-        seq_floor=bool(FORMAT.unpack(fmt)[2] & INCOMPAT_SEQ_FLOOR),
+        bundles=bool(incompat & INCOMPAT_BUNDLES),
+        seq_floor=bool(incompat & INCOMPAT_SEQ_FLOOR),
         retention=retention,
         created_by=created_by,
     )

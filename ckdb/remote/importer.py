@@ -35,7 +35,6 @@ from ckdb.errors import (
 from ckdb.layout import (
     DB_PAYLOADS,
     DB_REGISTRY,
-    DB_WORKFLOWS,
     LIVE_ROW,
     Codec,
     RecordType,
@@ -342,7 +341,7 @@ def _import(
             doc = {"id": workflow_id, "next_seq": 1, "created_at": now_us()}
         doc["next_seq"] = max(int(doc["next_seq"]), max_seq + 1)
         doc.pop("working_directory", None)  # the source host's path: pass files= here
-        txn.put(DB_WORKFLOWS, wf_key, t.workflows.frame(wf_key, encoding.encode(doc)))
+        t.workflows.put(txn, wf_key, doc)
         t.remote.drop_blobs(txn, wf_key)  # marks from an earlier ownership may be stale (gc)
         t.remote.add_blobs(txn, wf_key, set().union(*(p.rcids for p in prepared)))
         t.remote.put_cmap(txn, cmap)

@@ -48,7 +48,6 @@ from ckdb.layout import (
     check_name,
     new_id,
     registry_key,
-    split_registry_key,
 )
 from ckdb.lifecycle import mark_quietly
 from ckdb.meta import METADATA_VERSION, Meta, datetime_of, integrity_digest, now_us
@@ -299,25 +298,17 @@ def create_checkpoint(
         # one sub-database less dirtied per create.
         rewrite = wf_doc is None or not t.seq_floor
         if wf_doc is None:
-            wf_doc = {"id": workflow_id, "next_seq": 1, "created_at": now_us()}
+            wf_doc = t.workflows.fresh(txn, wf_key, workflow_id)
         if cap is not None and wf_doc.get("working_directory") != cap.root:
             rewrite = True
         if include_files and cap is None and wf_doc.get("working_directory") is not None:
             raise _NeedsCapture  # a directory this create did not look for: capture it first
         has_directory = wf_doc.get("working_directory") is not None or cap is not None
-        seq = int(wf_doc["next_seq"])
-        parent = None
-        newest = True
-        for reg_key_, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-            if newest:
-                # A lost or rolled-back workflow record must not hand out a taken sequence.
-                seq = max(seq, split_registry_key(reg_key_)[1] + 1)
-                newest = False
-            try:  # the newest entry that verifies (a damaged one names no parent)
-                parent = t.registry.entry(reg_key_, value)[0]
-                break
-            except IntegrityError:
-                continue
+        # One past the newest entry: a lost or rolled-back record (or, with the floor, the
+        # record left alone) must not hand out a taken sequence. The parent is the newest
+        # entry that verifies.
+        newest_seq, parent = t.registry.newest(txn, wf_key)
+        seq = max(int(wf_doc["next_seq"]), newest_seq + 1)
         created_us = now_us()
         meta_doc = {
             "v": METADATA_VERSION,

@@ -81,6 +81,7 @@ def delete_workflow(t: Tables, workflow_id: str) -> int:
                 deleted.append(cid)
         txn.delete_range(DB_REGISTRY, wf_key, prefix_end(wf_key))
         t.workflows.delete(txn, wf_key)
+        t.workflows.clear_floor(txn, wf_key)
         t.note_change(txn, wf_key, deleted=deleted)
         return len(deleted)
 

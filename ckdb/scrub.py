@@ -69,6 +69,7 @@ from ckdb.lifecycle import mark
 from ckdb.meta import Meta, now_us
 from ckdb.tables import Tables
 from ckdb.tables.chunks import LEASE_PREFIX, content_id, decode_refs, encode_refs, leased_chunks
+from ckdb.tables.workflows import FLOOR_PREFIX
 
 log = logging.getLogger("ckdb")
 
@@ -597,8 +598,9 @@ class Scrubber:
     # -- workflow records ------------------------------------------------------------------------
 
     def _workflow_records(self) -> None:
-        """Every workflow record's tag and shape. A damaged one is removed by repair: the next
-        create of that workflow rebuilds it (the registry decides its sequences)."""
+        """Every workflow record's and sequence floor's tag and shape. A damaged one is removed
+        by repair: the next create of that workflow rebuilds the record (the registry and any
+        floor decide its sequences)."""
         bad: list[tuple[bytes, str]] = []
         with self.env.read() as txn:
             for key, value in txn.range(DB_WORKFLOWS):
@@ -612,6 +614,29 @@ class Scrubber:
                         raise IntegrityError("workflow record names another workflow")
                 except CkdbError as err:
                     bad.append((bytes(key), str(err)))
+            # Sequence floors kept while a record was missing (Workflows.keep_past): a damaged
+            # one is removed, and the registry decides that workflow's sequences.
+            floors: list[tuple[bytes, str]] = []
+            for key, value in txn.prefix(DB_SETTINGS, FLOOR_PREFIX):
+                try:
+                    doc = encoding.decode(
+                        self.t.frames.unframe(DB_SETTINGS, bytes(key), value, RecordType.SETTING)
+                    )
+                    if type(doc) is not dict or type(doc.get("next_seq")) is not int:
+                        raise IntegrityError("malformed sequence floor")
+                except CkdbError as err:
+                    floors.append((bytes(key), str(err)))
+        for key, problem in floors:
+            where = f"settings/{key.hex()}"
+            if self.repair:
+
+                def drop_floor(txn: Txn, key: bytes = key) -> None:
+                    txn.delete(DB_SETTINGS, key)
+
+                self.env.write(drop_floor)
+                self._find(Finding("workflow", where, problem, None, "removed"))
+            else:
+                self._find(Finding("workflow", where, problem, None, "reported"))
         for key, problem in bad:
             where = f"workflows/{key.hex()}"
             if self.repair:

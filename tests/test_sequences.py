@@ -24,6 +24,7 @@ from ckdb.codec import decode_frame
 from ckdb.layout import (
     DB_INFO,
     DB_REGISTRY,
+    DB_SETTINGS,
     DB_WORKFLOWS,
     FORMAT,
     INCOMPAT_SEQ_FLOOR,
@@ -32,7 +33,8 @@ from ckdb.layout import (
     workflow_key,
 )
 from ckdb.retention import RetentionPolicy
-from tests.test_scrub import raw_env, raw_get
+from ckdb.tables.workflows import FLOOR_PREFIX
+from tests.test_scrub import flip, raw_env, raw_get
 
 WF = "wf"
 DATA = Path(__file__).resolve().parent / "data"
@@ -121,8 +123,9 @@ def test_a_changed_working_directory_still_rewrites_the_record(
     assert (tmp_path / "out" / "f.txt").read_text() == "b"
 
 
-# One workflow, a random history of creates, deletes (newest, oldest, any), prunes and reopens:
-# every create takes a sequence above every sequence handed out before.
+# One workflow, a random history of creates, deletes (newest, oldest, any), prunes, reopens and
+# losses of the workflow record (what scrub does to a damaged one): every create takes a
+# sequence above every sequence handed out before.
 OPS = st.lists(
     st.one_of(
         st.just(("create",)),
@@ -130,6 +133,7 @@ OPS = st.lists(
         st.just(("delete_newest",)),
         st.tuples(st.just("prune"), st.integers(1, 3)),
         st.just(("reopen",)),
+        st.just(("drop_record",)),
     ),
     min_size=1,
     max_size=30,
@@ -157,6 +161,11 @@ def test_no_sequence_is_handed_out_twice(tmp_path_factory: pytest.TempPathFactor
                 s.prune(WF, RetentionPolicy(max_checkpoints=op[1]))
             elif op[0] == "reopen":
                 s.close()
+                s = ckdb.open(path, retention=None)
+            elif op[0] == "drop_record":
+                s.close()
+                with raw_env(path) as (txn, db):
+                    txn.delete(workflow_key(WF), db=db(DB_WORKFLOWS))
                 s = ckdb.open(path, retention=None)
         final = s.create(WF, "p", state={"last": True})
         assert not handed_out or final.sequence > max(handed_out)
@@ -208,3 +217,122 @@ def test_a_malformed_registry_key_does_not_block_a_delete(store_path: Path) -> N
         s.delete(infos[1].id)
         assert [i.id for i in s.list(WF) if i.status == "valid"] == [infos[0].id]
         assert _record(s)["next_seq"] == infos[1].sequence + 1
+
+
+def test_a_malformed_registry_key_does_not_block_a_create(store_path: Path) -> None:
+    """A damaged registry key sorting last in the workflow names no sequence: the next create
+    takes one past the newest real entry, with that entry as its parent."""
+    with ckdb.open(store_path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(2)]
+    newest_key = workflow_key(WF) + infos[1].sequence.to_bytes(8, "big")
+    value = raw_get(store_path, DB_REGISTRY, newest_key)
+    assert value is not None
+    with raw_env(store_path) as (txn, db):
+        assert txn.put(newest_key + b"\xff", value, db=db(DB_REGISTRY))
+    with ckdb.open(store_path, retention=None) as s:
+        after = s.create(WF, "p", state={"n": 2})
+        assert after.sequence == infos[1].sequence + 1
+        assert after.parent_id == infos[1].id
+        assert s.load(after.id).state == {"n": 2}
+
+
+def _get(store: ckdb.Store, db: bytes, key: bytes) -> bytes | None:
+    """A raw value read through the open store (a second LMDB handle is refused in-process)."""
+    with store.tables.env.read() as txn:
+        value = txn.get(db, key)
+        return None if value is None else bytes(value)
+
+
+def _damage_record(path: Path, how: str) -> None:
+    with raw_env(path) as (txn, db):
+        key = workflow_key(WF)
+        if how == "removed":
+            assert txn.delete(key, db=db(DB_WORKFLOWS))
+        else:
+            raw = txn.get(key, db=db(DB_WORKFLOWS))
+            assert raw is not None
+            assert txn.put(key, flip(bytes(raw)), db=db(DB_WORKFLOWS))
+
+
+@pytest.mark.parametrize("how", ["removed", "damaged"])
+def test_deleting_the_newest_without_a_workflow_record_keeps_the_floor(
+    store_path: Path, how: str
+) -> None:
+    """With the record missing (scrub removed a damaged one) or damaged, deleting the newest
+    checkpoint keeps its sequence in the settings floor; the create that rebuilds the record
+    starts past it. A damaged record is not overwritten by the delete (scrub still finds it)."""
+    with ckdb.open(store_path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(3)]
+    _damage_record(store_path, how)
+    before = raw_get(store_path, DB_WORKFLOWS, workflow_key(WF))
+    floor_key = FLOOR_PREFIX + workflow_key(WF)
+    with ckdb.open(store_path, retention=None) as s:
+        s.delete(infos[2].id)
+        assert _get(s, DB_WORKFLOWS, workflow_key(WF)) == before  # left alone
+        assert _get(s, DB_SETTINGS, floor_key) is not None
+        if how == "damaged":
+            assert any(f.kind == "workflow" for f in s.scrub(repair=False).findings)
+        after = s.create(WF, "p", state={"n": 3})
+        assert after.sequence == infos[2].sequence + 1
+        assert after.parent_id == infos[1].id
+        assert _record(s)["next_seq"] == after.sequence + 1  # rebuilt, past the floor
+        report = s.scrub(repair=False)
+        assert report.findings == (), report.findings
+
+
+def test_a_record_lost_after_the_floor_was_raised_is_rebuilt_past_it(store_path: Path) -> None:
+    """The raise is kept twice (record and settings): losing the record afterwards (damage,
+    then scrub's repair) does not hand the deleted newest sequence out again."""
+    with ckdb.open(store_path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(3)]
+        s.delete(infos[2].id)
+    _damage_record(store_path, "damaged")
+    with ckdb.open(store_path, retention=None) as s:
+        assert [f.action for f in s.scrub(repair=True).findings] == ["removed"]
+        assert _get(s, DB_WORKFLOWS, workflow_key(WF)) is None
+        assert s.create(WF, "p", state={"n": 3}).sequence == infos[2].sequence + 1
+
+
+def test_the_floor_is_kept_in_an_encrypted_store(tmp_path: Path) -> None:
+    """The floor's key is the workflow key, so it needs no readable workflow id."""
+    path = tmp_path / "enc.ckdb"
+    with ckdb.open(path, encryption="aes-gcm", retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(2)]
+        wf_key = s.tables.keys.wf_key(WF)
+    with raw_env(path) as (txn, db):
+        assert txn.delete(wf_key, db=db(DB_WORKFLOWS))
+    with ckdb.open(path, retention=None) as s:
+        s.delete(infos[1].id)
+        assert s.create(WF, "p", state={"n": 2}).sequence == infos[1].sequence + 1
+
+
+def test_a_damaged_floor_is_reported_and_removed(store_path: Path) -> None:
+    with ckdb.open(store_path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(3)]
+    _damage_record(store_path, "removed")
+    with ckdb.open(store_path, retention=None) as s:
+        s.delete(infos[2].id)
+    floor_key = FLOOR_PREFIX + workflow_key(WF)
+    with raw_env(store_path) as (txn, db):
+        raw = txn.get(floor_key, db=db(DB_SETTINGS))
+        assert raw is not None
+        assert txn.put(floor_key, flip(bytes(raw)), db=db(DB_SETTINGS))
+    with ckdb.open(store_path, retention=None) as s:
+        found = [f for f in s.scrub(repair=False).findings if f.kind == "workflow"]
+        assert [f.action for f in found] == ["reported"]
+        assert found[0].where == f"settings/{floor_key.hex()}"
+        assert [f.action for f in s.scrub(repair=True).findings] == ["removed"]
+        assert _get(s, DB_SETTINGS, floor_key) is None
+        # The floor is lost with the damage: the registry decides (documented exception).
+        assert s.create(WF, "p", state={"n": 3}).sequence == infos[1].sequence + 1
+
+
+def test_delete_workflow_drops_the_floor(store_path: Path) -> None:
+    with ckdb.open(store_path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(2)]
+    _damage_record(store_path, "removed")
+    with ckdb.open(store_path, retention=None) as s:
+        s.delete(infos[1].id)
+        assert s.delete_workflow(WF) == 1
+        assert _get(s, DB_SETTINGS, FLOOR_PREFIX + workflow_key(WF)) is None
+        assert s.create(WF, "p", state={"n": 0}).sequence == 1

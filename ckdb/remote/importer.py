@@ -338,7 +338,7 @@ def _import(
         except IntegrityError:
             doc = None
         if doc is None:
-            doc = {"id": workflow_id, "next_seq": 1, "created_at": now_us()}
+            doc = t.workflows.fresh(txn, wf_key, workflow_id)
         doc["next_seq"] = max(int(doc["next_seq"]), max_seq + 1)
         doc.pop("working_directory", None)  # the source host's path: pass files= here
         t.workflows.put(txn, wf_key, doc)

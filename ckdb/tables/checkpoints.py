@@ -157,6 +157,26 @@ class Registry:
         txn.delete_keys_in_range(DB_REGISTRY, keys[0], keys[-1] + b"\x00", set(keys))
         self._keep_past(txn, keys)
 
+    def newest(self, txn: Txn, wf_key: bytes, *, parent: bool = True) -> tuple[int, bytes | None]:
+        """(the newest sequence among the workflow's registry keys, 0 if none; the id of the
+        newest entry that verifies, None if none or ``parent`` is false). A malformed key
+        (damage; scrub removes it) names no sequence and is skipped, so it blocks nothing."""
+        seq: int | None = None
+        for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+            try:
+                found = split_registry_key(key)[1]
+            except FormatError:
+                continue
+            if seq is None:
+                seq = found
+                if not parent:
+                    break
+            try:  # a damaged entry names no parent: the next older one may
+                return seq, self.entry(key, value)[0]
+            except IntegrityError:
+                continue
+        return seq or 0, None
+
     def _keep_past(self, txn: Txn, keys: list[bytes]) -> None:
         """After deleting ``keys``: per workflow, if the newest deleted sequence is newer than
         every entry left, the workflow record must remember it (no sequence is reused)."""
@@ -169,14 +189,7 @@ class Registry:
             if seq > newest.get(wf_key, -1):
                 newest[wf_key] = seq
         for wf_key, seq in newest.items():
-            left: int | None = None  # the newest well-formed entry left (damaged keys: skipped)
-            for key, _value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-                try:
-                    left = split_registry_key(bytes(key))[1]
-                    break
-                except FormatError:
-                    continue
-            if left is None or left < seq:
+            if self.newest(txn, wf_key, parent=False)[0] < seq:
                 self._workflows.keep_past(txn, wf_key, seq)
 
     def created_of(self, txn: Txn, key: bytes) -> int:

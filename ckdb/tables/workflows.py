@@ -5,7 +5,9 @@
   sequence), never trusted. In a store with ``INCOMPAT_SEQ_FLOOR`` the record is written only
   when it changes (not by every create): ``next_seq`` is then a floor, the next sequence being
   one past the newest registry entry or ``next_seq``, whichever is larger; deleting the newest
-  entries raises it (``keep_past``), so a sequence is never handed out twice.
+  entries raises it (``keep_past``), so a sequence is never handed out twice. That raise is
+  also kept in ``settings`` (``seqfloor/<workflow key>``): a record lost to damage is rebuilt
+  from it, so one damaged record never hands a deleted newest sequence out again.
 - ``settings``: short names -> setting frames (record type 8): ``retention/<workflow key>`` (a
   workflow's own policy), leases, cursors (scrub, rotation), the monitor's lease.
 - ``marks``: checkpoint id ‖ 0x00 -> mark frame (record type 9): why a checkpoint was marked;
@@ -28,6 +30,8 @@ from ckdb.retention import RetentionPolicy
 from ckdb.tables.frames import Frames
 
 RETENTION_PREFIX = b"retention/"
+#: settings key prefix of a sequence floor kept while the workflow record is missing or damaged
+FLOOR_PREFIX = b"seqfloor/"
 
 
 class Workflows:
@@ -77,10 +81,40 @@ class Workflows:
     def put(self, txn: Txn, wf_key: bytes, doc: dict[str, Any]) -> None:
         txn.put(DB_WORKFLOWS, wf_key, self.frame(wf_key, encoding.encode(doc)))
 
+    def fresh(self, txn: Txn, wf_key: bytes, workflow_id: str) -> dict[str, Any]:
+        """A new record for a workflow whose record is missing or damaged. Its ``next_seq`` is
+        the floor kept beside the record (``keep_past``), else 1; the registry's newest entry
+        still decides above it."""
+        return {"id": workflow_id, "next_seq": self.floor(txn, wf_key), "created_at": now_us()}
+
+    def floor(self, txn: Txn, wf_key: bytes) -> int:
+        """The sequence floor kept in ``settings`` (1 if none). A damaged one counts as none:
+        the record or the registry decides (scrub reports and removes it)."""
+        key = FLOOR_PREFIX + wf_key
+        raw = txn.get(DB_SETTINGS, key)
+        if raw is None:
+            return 1
+        try:
+            doc = encoding.decode(self._frames.unframe(DB_SETTINGS, key, raw, RecordType.SETTING))
+            value = doc["next_seq"]
+        except (CkdbError, KeyError, TypeError):
+            return 1
+        return value if type(value) is int and value > 1 else 1
+
+    def clear_floor(self, txn: Txn, wf_key: bytes) -> None:
+        txn.delete(DB_SETTINGS, FLOOR_PREFIX + wf_key)
+
     def keep_past(self, txn: Txn, wf_key: bytes, seq: int) -> None:
-        """Sequence ``seq`` was handed out and its entry deleted with no newer entry left:
-        raise the record's ``next_seq`` past it. A missing or damaged record is left alone
-        (the next create rebuilds it from the registry; scrub reports the damage)."""
+        """Sequence ``seq`` was handed out and its entry deleted with no newer entry left: raise
+        the floor past it, in the record and in ``settings`` (``seqfloor/<workflow key>``).
+        Either copy alone keeps the sequence from coming back: a record lost to damage (scrub
+        removes a damaged one) is rebuilt from the settings copy by ``fresh``. A damaged record
+        is not overwritten here (scrub reports it)."""
+        if self.floor(txn, wf_key) <= seq:
+            key = FLOOR_PREFIX + wf_key
+            body = encoding.encode({"next_seq": seq + 1})
+            frame = self._frames.frame(RecordType.SETTING, DB_SETTINGS, key, body, Codec.NONE)
+            txn.put(DB_SETTINGS, key, frame)
         raw = txn.get(DB_WORKFLOWS, wf_key)
         if raw is None:
             return

@@ -58,7 +58,11 @@ def delete_workflow(t: Tables, workflow_id: str) -> int:
 
     def apply(txn: Txn) -> int:
         entries = list(txn.prefix(DB_REGISTRY, wf_key))
-        if not entries and not t.workflows.exists(txn, wf_key):
+        if (
+            not entries
+            and not t.workflows.exists(txn, wf_key)
+            and t.workflows.floor(txn, wf_key) == 1  # a floor left when the record was lost
+        ):
             raise WorkflowNotFound(f"no workflow {workflow_id!r}")
         deleted: list[bytes] = []
         for key, value in entries:

@@ -599,9 +599,9 @@ class Scrubber:
 
     def _workflow_records(self) -> None:
         """Every workflow record's and sequence floor's tag and shape. A damaged one is removed
-        by repair: the next create of that workflow rebuilds the record (the registry and any
-        floor decide its sequences)."""
-        bad: list[tuple[bytes, str]] = []
+        by repair: the next create of that workflow rebuilds the record (the record's and the
+        floor's copies of the sequence floor, and the registry, decide its sequences)."""
+        bad: list[tuple[bytes, bytes, bytes, str]] = []  # (sub-db, key, value, problem)
         with self.env.read() as txn:
             for key, value in txn.range(DB_WORKFLOWS):
                 try:
@@ -613,10 +613,8 @@ class Scrubber:
                     if self.keys.wf_key(doc["id"]) != bytes(key):
                         raise IntegrityError("workflow record names another workflow")
                 except CkdbError as err:
-                    bad.append((bytes(key), str(err)))
-            # Sequence floors kept while a record was missing (Workflows.keep_past): a damaged
-            # one is removed, and the registry decides that workflow's sequences.
-            floors: list[tuple[bytes, str]] = []
+                    bad.append((DB_WORKFLOWS, bytes(key), bytes(value), str(err)))
+            # The settings copy of each raised sequence floor (Workflows.keep_past).
             for key, value in txn.prefix(DB_SETTINGS, FLOOR_PREFIX):
                 try:
                     doc = encoding.decode(
@@ -625,29 +623,24 @@ class Scrubber:
                     if type(doc) is not dict or type(doc.get("next_seq")) is not int:
                         raise IntegrityError("malformed sequence floor")
                 except CkdbError as err:
-                    floors.append((bytes(key), str(err)))
-        for key, problem in floors:
-            where = f"settings/{key.hex()}"
-            if self.repair:
-
-                def drop_floor(txn: Txn, key: bytes = key) -> None:
-                    txn.delete(DB_SETTINGS, key)
-
-                self.env.write(drop_floor)
-                self._find(Finding("workflow", where, problem, None, "removed"))
-            else:
+                    bad.append((DB_SETTINGS, bytes(key), bytes(value), str(err)))
+        for db, key, value, problem in bad:
+            where = f"{db.decode()}/{key.hex()}"
+            if not self.repair:
                 self._find(Finding("workflow", where, problem, None, "reported"))
-        for key, problem in bad:
-            where = f"workflows/{key.hex()}"
-            if self.repair:
+                continue
 
-                def drop(txn: Txn, key: bytes = key) -> None:
-                    txn.delete(DB_WORKFLOWS, key)
+            def drop(txn: Txn, db: bytes = db, key: bytes = key, value: bytes = value) -> bool:
+                # Only the bytes judged damaged: a create or delete may have rewritten the
+                # record (or floor) since the read above.
+                if txn.get(db, key) != value:
+                    return False
+                txn.delete(db, key)
+                return True
 
-                self.env.write(drop)
-                self._find(Finding("workflow", where, problem, None, "removed"))
-            else:
-                self._find(Finding("workflow", where, problem, None, "reported"))
+            removed = self.env.write(drop)
+            action = "removed" if removed else "reported (rewritten since it was read)"
+            self._find(Finding("workflow", where, problem, None, action))
 
     # -- pass E: integrations' own sub-databases -------------------------------------------------
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 import ckdb
 from ckdb import encoding
@@ -142,6 +142,8 @@ OPS = st.lists(
 
 @settings(max_examples=40, deadline=None)
 @given(ops=OPS)
+@example(ops=[("create",), ("delete_newest",), ("drop_record",), ("create",)])
+@example(ops=[("create",), ("drop_record",), ("delete", 0), ("create",)])
 def test_no_sequence_is_handed_out_twice(tmp_path_factory: pytest.TempPathFactory, ops) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path_factory.mktemp("seq") / "store.ckdb"
     handed_out: list[int] = []
@@ -333,6 +335,34 @@ def test_delete_workflow_drops_the_floor(store_path: Path) -> None:
     _damage_record(store_path, "removed")
     with ckdb.open(store_path, retention=None) as s:
         s.delete(infos[1].id)
+        assert _get(s, DB_SETTINGS, FLOOR_PREFIX + workflow_key(WF)) is not None
         assert s.delete_workflow(WF) == 1
         assert _get(s, DB_SETTINGS, FLOOR_PREFIX + workflow_key(WF)) is None
         assert s.create(WF, "p", state={"n": 0}).sequence == 1
+
+
+def test_delete_workflow_of_nothing_but_a_floor(store_path: Path) -> None:
+    """Record lost, then every checkpoint deleted: only the floor is left, and delete_workflow
+    still finds the workflow (and removes the floor), so it can start again at 1."""
+    with ckdb.open(store_path, retention=None) as s:
+        info = s.create(WF, "p", state={"n": 0})
+    _damage_record(store_path, "removed")
+    with ckdb.open(store_path, retention=None) as s:
+        s.delete(info.id)
+        assert s.delete_workflow(WF) == 0
+        with pytest.raises(ckdb.WorkflowNotFound):
+            s.delete_workflow(WF)
+        assert s.create(WF, "p", state={"n": 1}).sequence == 1
+
+
+def test_a_prune_without_a_workflow_record_keeps_the_floor(store_path: Path) -> None:
+    """The batch delete (Registry.delete_many) writes the settings floor too."""
+    with ckdb.open(store_path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(4)]
+        s.mark(infos[3].id, "test: damaged")
+    _damage_record(store_path, "removed")
+    with ckdb.open(store_path, retention=None) as s:
+        later = datetime.now(UTC) + timedelta(days=2)
+        result = s.prune(WF, RetentionPolicy(max_age=timedelta(days=1)), now=later)
+        assert infos[3].id in result.deleted
+        assert s.create(WF, "p", state={"n": 9}).sequence == infos[3].sequence + 1

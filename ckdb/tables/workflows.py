@@ -30,7 +30,7 @@ from ckdb.retention import RetentionPolicy
 from ckdb.tables.frames import Frames
 
 RETENTION_PREFIX = b"retention/"
-#: settings key prefix of a sequence floor kept while the workflow record is missing or damaged
+#: settings key prefix of the second copy of a raised sequence floor (the record holds the first)
 FLOOR_PREFIX = b"seqfloor/"
 
 

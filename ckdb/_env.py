@@ -35,6 +35,8 @@ import lmdb
 import lmdb._envid
 from lmdb import verify as lmdb_verify
 
+from ckdb._gate import Gate
+from ckdb._headroom import Headroom
 from ckdb.errors import (
     CkdbError,
     FormatError,
@@ -56,57 +58,6 @@ MAX_WRITE_RETRIES = 64
 
 _open_lock = threading.RLock()  # reentrant: closing an inherited env happens under it
 _open_envs: dict[tuple[int, int], Env] = {}
-
-
-class _Gate:
-    """Readers-writer gate: transactions hold it shared, a map resize holds it exclusive.
-
-    Writer-preferring, so a stream of readers cannot starve a resize.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._shared = 0
-        self._exclusive = False
-        self._waiting = 0
-        self._mine = threading.local()  # this thread's shared holds (re-entrant)
-
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        depth = getattr(self._mine, "depth", 0)
-        with self._cond:
-            # Re-entrant: a thread that already holds the gate (a keyring reload inside a read,
-            # a read inside a write function) must not queue behind a waiting resize, which
-            # itself waits for this thread's outer hold: that would deadlock.
-            while depth == 0 and (self._exclusive or self._waiting):
-                self._cond.wait()
-            self._shared += 1
-        self._mine.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._mine.depth = depth
-            with self._cond:
-                self._shared -= 1
-                if not self._shared:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            try:
-                while self._exclusive or self._shared:
-                    self._cond.wait()
-            finally:
-                self._waiting -= 1
-            self._exclusive = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
 
 
 def translate(err: Exception, what: str, *, uncertain: bool = False) -> CkdbError:
@@ -314,7 +265,7 @@ class Env:
         self.path = path
         self.readonly = readonly
         self.pid = os.getpid()
-        self._gate = _Gate()
+        self._gate = Gate()
         self._write_lock = threading.RLock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
@@ -341,6 +292,7 @@ class Env:
             _open_envs[self._ident] = self
         try:
             self._env = self._open_lmdb(map_size, durability, unsafe_nosync)
+            self.headroom = Headroom(path / "data.mdb", int(self._env.stat()["psize"]))
         except BaseException:
             with _open_lock:
                 if _open_envs.get(self._ident) is self:
@@ -400,6 +352,7 @@ class Env:
             with self._write_lock, self._gate.exclusive():
                 self._closed = True
                 self._env.close()
+                self.headroom.close()
         else:
             # After fork() the child must not use the parent's environment; closing it only
             # releases this process's handle (the parent keeps working), and lets the child open
@@ -407,6 +360,7 @@ class Env:
             self._closed = True
             with contextlib.suppress(Exception):
                 self._env.close()
+            self.headroom.close()  # this process's copy of the descriptor
         with _open_lock:
             if _open_envs.get(self._ident) is self:
                 del _open_envs[self._ident]
@@ -567,6 +521,24 @@ class Env:
                 with self._queue_lock:  # hand the queue on before re-raising
                     self._hand_on()
                 raise interrupted
+            if self._headroom_due():  # after the batch's callers were released
+                with self._write_lock, self._gate.shared():
+                    if not self._closed:
+                        try:
+                            self.headroom.extend(self._env, self._check_disk)
+                        except lmdb.Error:
+                            self.headroom.pause()
+
+    def _headroom_due(self) -> bool:
+        """After a commit (one ``env.info()``: a read of the meta page); ckdb/_headroom.py."""
+        if self._closed:
+            return False
+        with self._gate.shared():
+            try:
+                last_pgno = int(self._env.info()["last_pgno"])
+            except lmdb.Error:
+                return False
+        return self.headroom.due(last_pgno)
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         estimate = sum(i.estimate for i in batch)

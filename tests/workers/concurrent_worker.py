@@ -13,13 +13,18 @@ default.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from typing import Any
 
 import ckdb
+from ckdb import _headroom
 
 SHARED = "shared"
+
+if "CKDB_TEST_HEADROOM" in os.environ:  # tests/test_headroom.py: fill often, in small steps
+    _headroom.HEADROOM_MIN = _headroom.HEADROOM_MAX = int(os.environ["CKDB_TEST_HEADROOM"])
 
 
 def open_store(path: Any, **kwargs: Any) -> ckdb.Store:
@@ -59,7 +64,7 @@ def creator(path: str, index: int, count: int, map_size: int) -> None:
             wf = f"own-{index}" if k % 2 == 0 else SHARED
             info = store.create(wf, f"p{k % 5}", state=creator_state(index, k))
             done.append({"k": k, "wf": wf, "id": info.id, "seq": info.sequence})
-        emit({"op": "result", "created": done})
+        emit({"op": "result", "created": done, "file_end": store._env.headroom.file_end})
 
 
 def stream(path: str, count: int, size: int, map_size: int) -> None:

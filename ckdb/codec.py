@@ -315,6 +315,40 @@ def decode_registry(
     return cid, created, flags
 
 
+class RegistryVerifier:
+    """Verifies many registry entries (retention planning over a whole workflow): the same
+    tags as ``decode_registry``, with the HMAC state advanced past the part every registry tag
+    shares (record header and sub-database name) once per key id, and one message update per
+    entry: about half the Python per entry."""
+
+    __slots__ = ("_bases", "_macs")
+
+    _PREFIX = b"registry-entry" + _ADDR.pack(len(b"registry")) + b"registry"
+
+    def __init__(self, macs: MacLookup) -> None:
+        self._macs = macs
+        self._bases: dict[int, Mac] = {}
+
+    def __call__(self, key: bytes, value: bytes) -> tuple[bytes, int, int] | None:
+        """(checkpoint id, created_at µs, flags), or None if the entry does not verify."""
+        if len(value) != REGISTRY_VALUE.size or len(key) > 0xFFFF:
+            return None
+        key_id = value[25] << 8 | value[26]
+        base = self._bases.get(key_id)
+        if base is None:
+            try:
+                base = self._macs(key_id).copy()
+            except KeyError:
+                return None
+            base.update(self._PREFIX)
+            self._bases[key_id] = base
+        h = base.copy()
+        h.update(_KEYLEN.pack(len(key)) + key + value[:REGISTRY_TAGGED])
+        if not hmac.compare_digest(h.digest()[:REGISTRY_TAG_SIZE], value[REGISTRY_TAGGED:]):
+            return None
+        return value[:16], int.from_bytes(value[16:24], "big"), value[24]
+
+
 def _short_tag(mac: Mac, key: bytes, head: bytes) -> bytes:
     return tag(mac, b"registry-entry", b"registry", key, head)[:REGISTRY_TAG_SIZE]
 

@@ -14,10 +14,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import attrs
-
 from ckdb._env import Txn
 from ckdb.capture import manifest_chunks
+from ckdb.codec import RegistryVerifier
 from ckdb.errors import IntegrityError, InvalidInput
 from ckdb.layout import (
     DB_REGISTRY,
@@ -41,36 +40,56 @@ BATCH_PLAIN = 2048  # checkpoints without one: a few small deletes each
 AUTO_MAX = 16
 
 
-def registry_entries(t: Tables, txn: Txn, wf_key: bytes) -> list[Entry]:
+def registry_entries(t: Tables, txn: Txn, wf_key: bytes, *, memo: bool = True) -> list[Entry]:
     """Planner input for one workflow, from the registry (plus the metadata of the few newest,
     to find the newest valid checkpoint the way ``latest`` does). Entries whose tag fails are left
     out: a damaged entry's pinned flag cannot be trusted, so it is never planned for deletion.
     Unmarked entries newer than the newest valid one failed verification: they are passed as
-    marked, so the planner keeps the real resume point."""
+    marked, so the planner keeps the real resume point.
+
+    ``memo``: verify through the memo (automatic retention, which plans the same few entries at
+    every create). A prune plans every entry once and passes each verified value to its delete,
+    which compares bytes instead (``memo=False``: the batch verifier, nothing memoised)."""
     keeper = _newest_valid(t, txn, wf_key)
-    out = []
+    out: list[Entry] = []
+    append = out.append
     keeper_seq: int | None = None
+    verify = RegistryVerifier(t.keys.mac)
+    entry = t.registry.entry
+    seq_at = wf_key[0] + 1
+    expected = seq_at + 8
+    utc = UTC
+    stamp = datetime.fromtimestamp
     for key, value in txn.prefix(DB_REGISTRY, wf_key):
-        try:
-            cid, created_us, flags = t.registry.entry(key, value)
-        except IntegrityError:
-            continue
-        seq = split_registry_key(key)[1]
+        if len(key) != expected:
+            continue  # a malformed key (damage) names no sequence
+        if memo:
+            try:
+                cid, created_us, flags = entry(key, value)
+            except IntegrityError:
+                continue
+        else:
+            found = verify(key, value)
+            if found is None:
+                continue
+            cid, created_us, flags = found
+        seq = int.from_bytes(key[seq_at:], "big")
         if cid == keeper:
             keeper_seq = seq
-        out.append(
+        append(
             Entry(
-                seq=seq,
-                id=id_to_text(cid),
-                created_at=datetime.fromtimestamp(created_us / 1_000_000, tz=UTC),
-                pinned=bool(flags & FLAG_PINNED),
-                marked=bool(flags & FLAG_MARKED),
-                files=bool(flags & FLAG_FILES),
-                cid=cid,
+                seq,
+                id_to_text(cid),
+                stamp(created_us / 1_000_000, tz=utc),
+                bool(flags & FLAG_PINNED),
+                bool(flags & FLAG_MARKED),
+                bool(flags & FLAG_FILES),
+                cid,
+                value,
             )
         )
     if keeper_seq is not None:
-        out = [e if e.seq <= keeper_seq or e.marked else attrs.evolve(e, marked=True) for e in out]
+        out = [e if e.seq <= keeper_seq or e.marked else e._replace(marked=True) for e in out]
     return out
 
 
@@ -83,10 +102,12 @@ def delete_victims(
     t: Tables,
     txn: Txn,
     wf_key: bytes,
-    victims: Iterable[tuple[int, str] | tuple[int, str, bytes]],
+    victims: Iterable[tuple[int, str] | tuple[int, str, bytes] | tuple[int, str, bytes, bytes]],
     now_us: int,
 ) -> tuple[list[str], list[str]]:
-    """Delete whole checkpoints ``(seq, id[, id as bytes])`` of one workflow inside ``txn``.
+    """Delete whole checkpoints ``(seq, id[, id as bytes[, registry value]])`` of one workflow
+    inside ``txn``. A registry value given is one that verified while planning: an entry still
+    holding exactly those bytes is not verified again.
 
     Returns (deleted ids, skipped ids). A victim whose manifest cannot be read is marked, not
     half-deleted (its chunk references could not be released).
@@ -104,11 +125,14 @@ def delete_victims(
         if value is None or bytes(value[:16]) != cid or cid == keep_cid:
             skipped.append(text_id)
             continue
-        try:
-            _c, created_us, flags = t.registry.entry(reg_key, value)
-        except IntegrityError:
-            skipped.append(text_id)
-            continue
+        if len(victim) > 3 and value == victim[3]:  # the bytes that verified while planning
+            created_us, flags = int.from_bytes(value[16:24], "big"), value[24]
+        else:
+            try:
+                _c, created_us, flags = t.registry.entry(reg_key, value)
+            except IntegrityError:
+                skipped.append(text_id)
+                continue
         if flags & FLAG_PINNED:
             skipped.append(text_id)
             continue
@@ -140,12 +164,13 @@ def delete_victims(
     return [texts[c] for c in doomed.values()], skipped
 
 
-def prune_batches(
-    work: list[tuple[bytes, int, str, bytes, bool]],
-) -> Iterator[list[tuple[bytes, int, str, bytes, bool]]]:
+Work = tuple[bytes, int, str, bytes, bool, bytes]  # (workflow key, seq, id, cid, files, value)
+
+
+def prune_batches(work: list[Work]) -> Iterator[list[Work]]:
     """Split prune work into transactions: at most BATCH checkpoints with files (each releases
     its chunk references) or BATCH_PLAIN without (a few deletes each): bounded dirty pages."""
-    batch: list[tuple[bytes, int, str, bytes, bool]] = []
+    batch: list[Work] = []
     cost = 0
     for item in work:
         batch.append(item)
@@ -192,27 +217,30 @@ def prune(
     # Plan every workflow first (from one snapshot each), then delete in transactions of at
     # most BATCH checkpoints that may span workflows: 1,000 small workflows cost a few
     # commits, not 1,000. Leases use the real clock, never the caller's ``now``.
-    work: list[tuple[bytes, int, str, bytes, bool]] = []
+    work: list[Work] = []
     for name in names:
         wf_key = t.keys.wf_key(name)
         with t.env.read() as txn:
-            entries = registry_entries(t, txn, wf_key)
+            entries = registry_entries(t, txn, wf_key, memo=False)
             wf_policy = override or t.policy(txn, wf_key)
         if wf_policy is None:
             continue
         planned = plan_retention(entries, wf_policy, now, workflow_id=name)
         plans.append(planned)
         by_id = {e.id: e for e in entries}
-        work.extend((wf_key, by_id[i].seq, i, by_id[i].cid, by_id[i].files) for i in planned.delete)
+        work.extend(
+            (wf_key, by_id[i].seq, i, by_id[i].cid, by_id[i].files, by_id[i].value)
+            for i in planned.delete
+        )
     if not dry_run:
         for batch in prune_batches(work):
 
-            def apply(txn: Txn, batch: list[tuple[bytes, int, str, bytes, bool]] = batch) -> Any:
+            def apply(txn: Txn, batch: list[Work] = batch) -> Any:
                 done: list[str] = []
                 passed: list[str] = []
-                groups: dict[bytes, list[tuple[int, str, bytes]]] = {}
-                for wf_key, seq, text_id, cid, _files in batch:
-                    groups.setdefault(wf_key, []).append((seq, text_id, cid))
+                groups: dict[bytes, list[tuple[int, str, bytes, bytes]]] = {}
+                for wf_key, seq, text_id, cid, _files, value in batch:
+                    groups.setdefault(wf_key, []).append((seq, text_id, cid, value))
                 for wf_key, victims in groups.items():
                     d, p = delete_victims(t, txn, wf_key, victims, now_us())
                     done.extend(d)

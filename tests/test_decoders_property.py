@@ -483,3 +483,44 @@ def test_decoders_raise_ckdb_error_subclasses() -> None:
     """What the targets swallow is the ckdb root, so a new error class needs no target change."""
     for cls in (IntegrityError, FormatError, CheckpointNotFound, InvalidInput):
         assert issubclass(cls, CkdbError)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.binary(min_size=0, max_size=60),
+    cid=st.binary(min_size=16, max_size=16),
+    created=st.integers(0, 2**64 - 1),
+    flags=st.integers(0, 255),
+    damage=st.one_of(
+        st.none(),
+        st.tuples(st.just("flip"), st.integers(0, 42), st.integers(0, 7)),
+        st.tuples(st.just("cut"), st.integers(0, 42), st.just(0)),
+        st.tuples(st.just("key id"), st.integers(0, 0xFFFF), st.just(0)),
+    ),
+)
+def test_the_batch_registry_verifier_agrees_with_decode_registry(
+    key: bytes, cid: bytes, created: int, flags: int, damage: tuple[str, int, int] | None
+) -> None:
+    """Retention planning verifies registry entries with ``RegistryVerifier``: on any entry,
+    intact or damaged, it returns exactly what ``decode_registry`` does, and None where that
+    raises."""
+    ring = Keyring.generate()
+    value = codec.encode_registry(ring.active_mac, ring.active, key, cid, created, flags)
+    if damage is not None:
+        kind, at, bit = damage
+        if kind == "flip":
+            out = bytearray(value)
+            out[at] ^= 1 << bit
+            value = bytes(out)
+        elif kind == "cut":
+            value = value[:at]
+        else:
+            value = value[:25] + at.to_bytes(2, "big") + value[27:]
+    verify = codec.RegistryVerifier(ring.mac)
+    try:
+        expected = codec.decode_registry(ring.mac, key, value)
+    except IntegrityError:
+        assert verify(key, value) is None
+    else:
+        assert verify(key, value) == expected
+        assert damage is None or (damage[0] == "key id" and damage[1] == ring.active)

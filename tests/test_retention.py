@@ -31,7 +31,16 @@ import ckdb
 import ckdb._create
 import ckdb.store
 from ckdb import pruning
-from ckdb.layout import DB_CHUNKS, DB_PAYLOADS, DB_REFS, RecordType, id_from_text, payload_key
+from ckdb.layout import (
+    DB_CHUNKS,
+    DB_PAYLOADS,
+    DB_REFS,
+    DB_REGISTRY,
+    RecordType,
+    id_from_text,
+    payload_key,
+    workflow_key,
+)
 from ckdb.retention import (
     PRESETS,
     Entry,
@@ -723,6 +732,51 @@ def test_victim_pinned_after_planning_is_skipped(
     assert created[0] in result.planned
     assert created[0] in result.skipped and created[0] not in result.deleted
     assert set(ids_of(store, "wf")) == {created[0], *created[-2:]}
+
+
+def test_victim_damaged_after_planning_is_skipped(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune trusts a victim's registry entry without verifying it again only while it holds
+    exactly the bytes that verified while planning: an entry damaged meanwhile (a bit of its
+    time flipped, so its tag fails) is verified, fails, and is not deleted."""
+    created = fill(store, "wf", 6)
+    victim_key = workflow_key("wf") + (1).to_bytes(8, "big")
+    real_plan = pruning.plan_retention
+
+    def plan_then_damage(*args: Any, **kwargs: Any) -> Any:
+        planned = real_plan(*args, **kwargs)
+
+        def flip(txn: Any) -> None:
+            value = bytearray(txn.get(DB_REGISTRY, victim_key))
+            value[20] ^= 0x01  # a byte of created_at: the tag no longer matches
+            txn.put(DB_REGISTRY, victim_key, bytes(value))
+
+        store._env.write(flip)
+        return planned
+
+    monkeypatch.setattr(pruning, "plan_retention", plan_then_damage)
+    result = store.prune("wf", RetentionPolicy(max_checkpoints=2))
+    assert created[0] in result.planned and created[0] in result.skipped
+    assert created[0] not in result.deleted
+    assert set(result.deleted) == set(created[1:4])
+
+
+def test_a_malformed_registry_key_does_not_stop_a_prune(store_path: Path) -> None:
+    """A damaged registry key (a byte too many) names no sequence: planning leaves it out
+    (scrub reports it) and prunes the rest."""
+    with ckdb.open(store_path, retention=None) as s:
+        created = fill(s, "wf", 5)
+    key = workflow_key("wf") + (5).to_bytes(8, "big")
+    env = lmdb.open(str(store_path), max_dbs=32)
+    with env.begin(write=True) as txn:
+        db = env.open_db(DB_REGISTRY, txn=txn, create=False)
+        txn.put(key + b"\x00", txn.get(key, db=db), db=db)
+    env.close()
+    with ckdb.open(store_path, retention=None) as s:
+        result = s.prune("wf", RetentionPolicy(max_checkpoints=2))
+        assert set(result.deleted) == set(created[:3])
+        assert [i.id for i in s.list("wf") if i.status == "valid"] == created[:2:-1]
 
 
 def test_victim_deleted_after_planning_is_skipped(

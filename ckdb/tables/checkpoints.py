@@ -17,6 +17,7 @@ from ckdb.errors import CheckpointNotFound, FormatError, IntegrityError
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_REGISTRY,
+    SEQ,
     Codec,
     RecordType,
     id_to_text,
@@ -180,15 +181,15 @@ class Registry:
     def _keep_past(self, txn: Txn, keys: list[bytes]) -> None:
         """After deleting ``keys``: per workflow, if the newest deleted sequence is newer than
         every entry left, the workflow record must remember it (no sequence is reused)."""
-        newest: dict[bytes, int] = {}
+        last: dict[bytes, bytes] = {}  # workflow key -> its greatest well-formed key deleted
         for key in keys:
-            try:
-                wf_key, seq = split_registry_key(key)
-            except FormatError:
+            if not key or len(key) != key[0] + 1 + SEQ.size:
                 continue  # a malformed key (damage being removed) names no sequence
-            if seq > newest.get(wf_key, -1):
-                newest[wf_key] = seq
-        for wf_key, seq in newest.items():
+            wf_key = key[: key[0] + 1]
+            if key > last.get(wf_key, b""):  # same prefix, fixed-width big-endian sequence
+                last[wf_key] = key
+        for wf_key, key in last.items():
+            seq = split_registry_key(key)[1]
             if self.newest(txn, wf_key, parent=False)[0] < seq:
                 self._workflows.keep_past(txn, wf_key, seq)
 

@@ -292,7 +292,6 @@ class Env:
             _open_envs[self._ident] = self
         try:
             self._env = self._open_lmdb(map_size, durability, unsafe_nosync)
-            self.headroom = Headroom(path / "data.mdb", int(self._env.stat()["psize"]))
         except BaseException:
             with _open_lock:
                 if _open_envs.get(self._ident) is self:
@@ -326,12 +325,14 @@ class Env:
             # Handles opened inside a read transaction die with it; open_db without a txn keeps
             # them for the environment's lifetime.
             self._dbs = {name: env.open_db(name, create=False) for name in ALL_DBS}
+            psize = int(env.stat()["psize"])
         except lmdb.NotFoundError:
             env.close()
             raise FormatError(f"{self.path} is an LMDB environment but not a ckdb store") from None
         except lmdb.Error as err:
             env.close()
             raise translate(err, f"cannot open {self.path}") from None
+        self.headroom = Headroom(self.path / "data.mdb", psize, writable=not self.readonly)
         return env
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -521,13 +522,19 @@ class Env:
                 with self._queue_lock:  # hand the queue on before re-raising
                     self._hand_on()
                 raise interrupted
-            if self._headroom_due():  # after the batch's callers were released
-                with self._write_lock, self._gate.shared():
-                    if not self._closed:
-                        try:
+            if self._headroom_due():  # the batch's callers are released; the queue waits
+                try:
+                    with self._write_lock, self._gate.shared():
+                        if not self._closed:
                             self.headroom.extend(self._env, self._check_disk)
-                        except lmdb.Error:
-                            self.headroom.pause()
+                except lmdb.Error:
+                    self.headroom.pause()
+                except BaseException:  # KeyboardInterrupt during the fill: never strand the queue
+                    with self._queue_lock:
+                        if mine in self._queue:  # not run yet: it never will be (nothing written)
+                            self._queue.remove(mine)
+                        self._hand_on()
+                    raise
 
     def _headroom_due(self) -> bool:
         """After a commit (one ``env.info()``: a read of the meta page); ckdb/_headroom.py."""

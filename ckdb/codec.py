@@ -333,7 +333,7 @@ class RegistryVerifier:
         """(checkpoint id, created_at µs, flags), or None if the entry does not verify."""
         if len(value) != REGISTRY_VALUE.size or len(key) > 0xFFFF:
             return None
-        key_id = value[25] << 8 | value[26]
+        cid, created, flags, key_id, stored_tag = REGISTRY_VALUE.unpack(value)
         base = self._bases.get(key_id)
         if base is None:
             try:
@@ -344,9 +344,9 @@ class RegistryVerifier:
             self._bases[key_id] = base
         h = base.copy()
         h.update(_KEYLEN.pack(len(key)) + key + value[:REGISTRY_TAGGED])
-        if not hmac.compare_digest(h.digest()[:REGISTRY_TAG_SIZE], value[REGISTRY_TAGGED:]):
+        if not hmac.compare_digest(h.digest()[:REGISTRY_TAG_SIZE], stored_tag):
             return None
-        return value[:16], int.from_bytes(value[16:24], "big"), value[24]
+        return cid, created, flags
 
 
 def _short_tag(mac: Mac, key: bytes, head: bytes) -> bytes:

@@ -195,8 +195,13 @@ def registry_key(wf_key: bytes, seq: int) -> bytes:
     return wf_key + SEQ.pack(seq)
 
 
+def is_registry_key(key: bytes) -> bool:
+    """Is ``key`` shaped as a registry key (length-prefixed workflow key ‖ u64 sequence)?"""
+    return len(key) >= 1 + SEQ.size and key[0] + 1 + SEQ.size == len(key)
+
+
 def split_registry_key(key: bytes) -> tuple[bytes, int]:
-    if len(key) < 1 + SEQ.size or key[0] + 1 + SEQ.size != len(key):
+    if not is_registry_key(key):
         raise FormatError(f"malformed registry key of {len(key)} bytes")
     return key[: key[0] + 1], SEQ.unpack_from(key, key[0] + 1)[0]
 

@@ -23,9 +23,12 @@ from ckdb.layout import (
     FLAG_FILES,
     FLAG_MARKED,
     FLAG_PINNED,
+    REGISTRY_VALUE,
+    SEQ,
     check_name,
     id_from_text,
     id_to_text,
+    is_registry_key,
     registry_key,
     split_registry_key,
 )
@@ -54,16 +57,15 @@ def registry_entries(t: Tables, txn: Txn, wf_key: bytes, *, memo: bool = True) -
     out: list[Entry] = []
     append = out.append
     keeper_seq: int | None = None
-    verify = RegistryVerifier(t.keys.mac)
+    verify = None if memo else RegistryVerifier(t.keys.mac)
     entry = t.registry.entry
     seq_at = wf_key[0] + 1
-    expected = seq_at + 8
     utc = UTC
     stamp = datetime.fromtimestamp
     for key, value in txn.prefix(DB_REGISTRY, wf_key):
-        if len(key) != expected:
+        if not is_registry_key(key):
             continue  # a malformed key (damage) names no sequence
-        if memo:
+        if verify is None:
             try:
                 cid, created_us, flags = entry(key, value)
             except IntegrityError:
@@ -73,7 +75,7 @@ def registry_entries(t: Tables, txn: Txn, wf_key: bytes, *, memo: bool = True) -
             if found is None:
                 continue
             cid, created_us, flags = found
-        seq = int.from_bytes(key[seq_at:], "big")
+        seq = SEQ.unpack_from(key, seq_at)[0]
         if cid == keeper:
             keeper_seq = seq
         append(
@@ -126,7 +128,7 @@ def delete_victims(
             skipped.append(text_id)
             continue
         if len(victim) > 3 and value == victim[3]:  # the bytes that verified while planning
-            created_us, flags = int.from_bytes(value[16:24], "big"), value[24]
+            _c, created_us, flags, _k, _t = REGISTRY_VALUE.unpack(value)
         else:
             try:
                 _c, created_us, flags = t.registry.entry(reg_key, value)

@@ -605,24 +605,14 @@ class Scrubber:
         with self.env.read() as txn:
             for key, value in txn.range(DB_WORKFLOWS):
                 try:
-                    doc = encoding.decode(
-                        self.t.frames.unframe(DB_WORKFLOWS, bytes(key), value, RecordType.WORKFLOW)
-                    )
-                    if type(doc) is not dict or type(doc.get("id")) is not str:
-                        raise IntegrityError("malformed workflow record")
-                    if self.keys.wf_key(doc["id"]) != bytes(key):
-                        raise IntegrityError("workflow record names another workflow")
-                except CkdbError as err:
+                    self.t.workflows.decode(bytes(key), value)
+                except IntegrityError as err:
                     bad.append((DB_WORKFLOWS, bytes(key), bytes(value), str(err)))
             # The settings copy of each raised sequence floor (Workflows.keep_past).
             for key, value in txn.prefix(DB_SETTINGS, FLOOR_PREFIX):
                 try:
-                    doc = encoding.decode(
-                        self.t.frames.unframe(DB_SETTINGS, bytes(key), value, RecordType.SETTING)
-                    )
-                    if type(doc) is not dict or type(doc.get("next_seq")) is not int:
-                        raise IntegrityError("malformed sequence floor")
-                except CkdbError as err:
+                    self.t.workflows.decode_floor(bytes(key), value)
+                except IntegrityError as err:
                     bad.append((DB_SETTINGS, bytes(key), bytes(value), str(err)))
         for db, key, value, problem in bad:
             where = f"{db.decode()}/{key.hex()}"

@@ -308,12 +308,20 @@ def test_the_floor_is_kept_in_an_encrypted_store(tmp_path: Path) -> None:
         assert s.create(WF, "p", state={"n": 2}).sequence == infos[1].sequence + 1
 
 
+def _newest_deleted_without_record(path: Path, n: int) -> list[ckdb.CheckpointInfo]:
+    """``n`` checkpoints, the workflow record removed (as scrub removes a damaged one), then the
+    newest deleted: only the settings copy of the floor remembers its sequence."""
+    with ckdb.open(path, retention=None) as s:
+        infos = [s.create(WF, "p", state={"n": i}) for i in range(n)]
+    _damage_record(path, "removed")
+    with ckdb.open(path, retention=None) as s:
+        s.delete(infos[-1].id)
+        assert _get(s, DB_SETTINGS, FLOOR_PREFIX + workflow_key(WF)) is not None
+    return infos
+
+
 def test_a_damaged_floor_is_reported_and_removed(store_path: Path) -> None:
-    with ckdb.open(store_path, retention=None) as s:
-        infos = [s.create(WF, "p", state={"n": i}) for i in range(3)]
-    _damage_record(store_path, "removed")
-    with ckdb.open(store_path, retention=None) as s:
-        s.delete(infos[2].id)
+    infos = _newest_deleted_without_record(store_path, 3)
     floor_key = FLOOR_PREFIX + workflow_key(WF)
     with raw_env(store_path) as (txn, db):
         raw = txn.get(floor_key, db=db(DB_SETTINGS))
@@ -330,12 +338,8 @@ def test_a_damaged_floor_is_reported_and_removed(store_path: Path) -> None:
 
 
 def test_delete_workflow_drops_the_floor(store_path: Path) -> None:
+    _newest_deleted_without_record(store_path, 2)
     with ckdb.open(store_path, retention=None) as s:
-        infos = [s.create(WF, "p", state={"n": i}) for i in range(2)]
-    _damage_record(store_path, "removed")
-    with ckdb.open(store_path, retention=None) as s:
-        s.delete(infos[1].id)
-        assert _get(s, DB_SETTINGS, FLOOR_PREFIX + workflow_key(WF)) is not None
         assert s.delete_workflow(WF) == 1
         assert _get(s, DB_SETTINGS, FLOOR_PREFIX + workflow_key(WF)) is None
         assert s.create(WF, "p", state={"n": 0}).sequence == 1
@@ -344,11 +348,8 @@ def test_delete_workflow_drops_the_floor(store_path: Path) -> None:
 def test_delete_workflow_of_nothing_but_a_floor(store_path: Path) -> None:
     """Record lost, then every checkpoint deleted: only the floor is left, and delete_workflow
     still finds the workflow (and removes the floor), so it can start again at 1."""
+    _newest_deleted_without_record(store_path, 1)
     with ckdb.open(store_path, retention=None) as s:
-        info = s.create(WF, "p", state={"n": 0})
-    _damage_record(store_path, "removed")
-    with ckdb.open(store_path, retention=None) as s:
-        s.delete(info.id)
         assert s.delete_workflow(WF) == 0
         with pytest.raises(ckdb.WorkflowNotFound):
             s.delete_workflow(WF)

@@ -114,11 +114,11 @@ class Tables:
         self.env = env
         self.frames = Frames(keys)
         self.checkpoints = Checkpoints(self.frames)
-        self.workflows = Workflows(self.frames)
+        self.settings = Settings(self.frames)
+        self.workflows = Workflows(self.frames, self.settings)
         self.registry = Registry(self.frames, self.workflows)
         self.payloads = PayloadTable(self.frames)
         self.chunks = Chunks(self.frames)
-        self.settings = Settings(self.frames)
         self.marks = Marks(self.frames)
         self.remote = RemoteState(self.frames)
         # Is the remote sub-database open here, and has a remote been attached (seen True once,

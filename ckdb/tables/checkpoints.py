@@ -17,10 +17,10 @@ from ckdb.errors import CheckpointNotFound, FormatError, IntegrityError
 from ckdb.layout import (
     DB_CHECKPOINTS,
     DB_REGISTRY,
-    SEQ,
     Codec,
     RecordType,
     id_to_text,
+    is_registry_key,
     registry_key,
     split_registry_key,
 )
@@ -183,7 +183,7 @@ class Registry:
         every entry left, the workflow record must remember it (no sequence is reused)."""
         last: dict[bytes, bytes] = {}  # workflow key -> its greatest well-formed key deleted
         for key in keys:
-            if not key or len(key) != key[0] + 1 + SEQ.size:
+            if not is_registry_key(key):
                 continue  # a malformed key (damage being removed) names no sequence
             wf_key = key[: key[0] + 1]
             if key > last.get(wf_key, b""):  # same prefix, fixed-width big-endian sequence

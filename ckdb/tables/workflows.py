@@ -37,10 +37,11 @@ FLOOR_PREFIX = b"seqfloor/"
 class Workflows:
     """Workflow records."""
 
-    __slots__ = ("_frames",)
+    __slots__ = ("_frames", "_settings")
 
-    def __init__(self, frames: Frames) -> None:
+    def __init__(self, frames: Frames, settings: Settings) -> None:
         self._frames = frames
+        self._settings = settings  # where the second copy of a sequence floor is kept
 
     def decode(self, key: bytes, value: bytes) -> dict[str, Any]:
         """A verified workflow record; IntegrityError if it is damaged or malformed."""
@@ -87,22 +88,30 @@ class Workflows:
         still decides above it."""
         return {"id": workflow_id, "next_seq": self.floor(txn, wf_key), "created_at": now_us()}
 
+    def decode_floor(self, key: bytes, value: bytes) -> int:
+        """A verified sequence floor (settings ``key``); IntegrityError if damaged or malformed."""
+        try:
+            doc = encoding.decode(self._frames.unframe(DB_SETTINGS, key, value, RecordType.SETTING))
+        except CkdbError as err:
+            raise IntegrityError(str(err)) from None
+        if type(doc) is not dict or type(doc.get("next_seq")) is not int:
+            raise IntegrityError("malformed sequence floor")
+        return int(doc["next_seq"])
+
     def floor(self, txn: Txn, wf_key: bytes) -> int:
         """The sequence floor kept in ``settings`` (1 if none). A damaged one counts as none:
         the record or the registry decides (scrub reports and removes it)."""
         key = FLOOR_PREFIX + wf_key
-        raw = txn.get(DB_SETTINGS, key)
+        raw = self._settings.raw(txn, key)
         if raw is None:
             return 1
         try:
-            doc = encoding.decode(self._frames.unframe(DB_SETTINGS, key, raw, RecordType.SETTING))
-            value = doc["next_seq"]
-        except (CkdbError, KeyError, TypeError):
+            return max(1, self.decode_floor(key, raw))
+        except IntegrityError:
             return 1
-        return value if type(value) is int and value > 1 else 1
 
     def clear_floor(self, txn: Txn, wf_key: bytes) -> None:
-        txn.delete(DB_SETTINGS, FLOOR_PREFIX + wf_key)
+        self._settings.delete(txn, FLOOR_PREFIX + wf_key)
 
     def keep_past(self, txn: Txn, wf_key: bytes, seq: int) -> None:
         """Sequence ``seq`` was handed out and its entry deleted with no newer entry left: raise
@@ -111,10 +120,7 @@ class Workflows:
         removes a damaged one) is rebuilt from the settings copy by ``fresh``. A damaged record
         is not overwritten here (scrub reports it)."""
         if self.floor(txn, wf_key) <= seq:
-            key = FLOOR_PREFIX + wf_key
-            body = encoding.encode({"next_seq": seq + 1})
-            frame = self._frames.frame(RecordType.SETTING, DB_SETTINGS, key, body, Codec.NONE)
-            txn.put(DB_SETTINGS, key, frame)
+            self._settings.put(txn, FLOOR_PREFIX + wf_key, {"next_seq": seq + 1})
         raw = txn.get(DB_WORKFLOWS, wf_key)
         if raw is None:
             return

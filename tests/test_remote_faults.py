@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 import ckdb
 from ckdb.errors import Fenced, RemoteError
-from ckdb.remote import Remote
+from ckdb.remote import Remote, shipper
 from ckdb.remote.format import log_key
 from ckdb.remote.objects import MemoryObjects
 from tests.remote_helpers import Backends, Faulty
@@ -48,7 +49,7 @@ def verify_elsewhere(tmp: Path, url: str, key: bytes, acked: dict[str, int]) -> 
     return host
 
 
-@settings(max_examples=15)
+@settings(max_examples=30)
 @given(
     seed=st.integers(0, 2**32), fail=st.sampled_from([0.1, 0.3]), lose=st.sampled_from([0.1, 0.4])
 )
@@ -61,8 +62,11 @@ def test_failures_and_lost_answers_never_lose_or_duplicate(
     faulty = Faulty(MemoryObjects(url[9:]), fail=fail, lose=lose, seed=seed)
     faulty.enabled = False  # the first contact and the self-test work
     acked: dict[str, int] = {}
-    with ckdb.open(tmp / "a.ckdb", key=key, retention=None,
-                   remote=Remote(url, objects=faulty, interval=0.01)) as a:  # fmt: skip
+    # The shipper's retry backoff (0.5 s doubling to 30 s) shortened: the same faults and
+    # retries, without sleeping most of two minutes between them.
+    with mock.patch.multiple(shipper, BACKOFF_MIN=0.01, BACKOFF_MAX=0.05), \
+            ckdb.open(tmp / "a.ckdb", key=key, retention=None,
+                      remote=Remote(url, objects=faulty, interval=0.01)) as a:  # fmt: skip
         faulty.enabled = True
         faulty.script = ["lose", "fail", "lose"]  # at least these, whatever the dice say
         step = 0

@@ -2,6 +2,7 @@
 
     python benchmarks/langgraph_conversation.py [--steps 300] [--repeats 1] [--workdir DIR]
     python benchmarks/langgraph_conversation.py --breakdown   # ms per step in each saver method
+    python benchmarks/langgraph_conversation.py --interleave --repeats 3  # step by step, paired
 
 Requires ``langgraph`` and ``langgraph-checkpoint-sqlite`` besides ckdb.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import operator
 import os
@@ -36,7 +38,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -102,23 +104,62 @@ def build_graph(saver: BaseCheckpointSaver[Any]) -> Any:
     return g.compile(checkpointer=saver)
 
 
-def converse(saver: BaseCheckpointSaver[Any], steps: int) -> list[float]:
+def conversation(saver: BaseCheckpointSaver[Any], steps: int) -> Iterator[float]:
+    """Run the conversation one step per ``next``: yields each step's ``invoke`` time (s)."""
     graph = build_graph(saver)
     config = {"configurable": {"thread_id": "conversation"}}
     rng = random.Random(42)
     context = _text(random.Random(0), 2300)  # ~16 KB
-    times = []
     for i in range(steps):
         inp: State = {"messages": [{"role": "user", "content": _text(rng, 25)}]}
         if i == 0:
             inp["context"] = context
         t0 = time.perf_counter()
         graph.invoke(inp, config, durability="sync")
-        times.append(time.perf_counter() - t0)
+        yield time.perf_counter() - t0
     final = graph.get_state(config).values
     assert len(final["messages"]) == 2 * steps
     assert final["context"] == context
-    return times
+
+
+def converse(saver: BaseCheckpointSaver[Any], steps: int) -> list[float]:
+    return list(conversation(saver, steps))
+
+
+def interleaved(steps: int, repeats: int, workdir: Path | None) -> None:
+    """The three savers step by step in one process (step i of each back to back, the order
+    rotating each step), so that a burst of load hits all alike; per-step ratios, medians."""
+    ratios: dict[str, list[float]] = {"ckdb": [], "ckdb-held": []}
+    times: dict[str, list[float]] = {"ckdb": [], "ckdb-held": [], "sqlite": []}
+    for _ in range(repeats):
+        with contextlib.ExitStack() as stack:
+            d = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=workdir)))
+            s1 = stack.enter_context(ckdb.open(d / "a.ckdb", retention=None))
+            s2 = stack.enter_context(ckdb.open(d / "b.ckdb", retention=None))
+            conn = sqlite3.connect(d / "c.sqlite", check_same_thread=False)
+            stack.callback(conn.close)
+            runs = {
+                "ckdb": conversation(CkdbSaver(s1), steps),
+                "ckdb-held": conversation(CkdbSaver(s2, pending_writes="with_checkpoint"), steps),
+                "sqlite": conversation(SqliteSaver(conn), steps),
+            }
+            names = list(runs)
+            for i in range(steps):
+                step: dict[str, float] = {}
+                for name in names[i % 3 :] + names[: i % 3]:
+                    step[name] = next(runs[name])
+                    times[name].append(step[name])
+                for name, rs in ratios.items():
+                    rs.append(step[name] / step["sqlite"])
+            for run in runs.values():
+                next(run, None)  # the final checks
+    for name, xs in times.items():
+        print(f"{name:9s} median step {_ms(xs):6.2f} ms, last 50: {_ms(xs[-50:]):6.2f} ms")
+    for name, rs in ratios.items():
+        print(
+            f"ratio {name}/sqlite, paired by step: median {statistics.median(rs):.3f}, "
+            f"last 50 {statistics.median(rs[-50:]):.3f} ({steps} steps x {repeats})"
+        )
 
 
 def run_ckdb(
@@ -216,9 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--breakdown", action="store_true", help="time inside each saver method")
+    ap.add_argument(
+        "--interleave", action="store_true", help="step the savers alternately, paired ratios"
+    )
     args = ap.parse_args(argv)
     if args.breakdown:
         breakdown(args.steps)
+        return 0
+    if args.interleave:
+        interleaved(args.steps, args.repeats, args.workdir)
         return 0
     runners: dict[str, Callable[[Path, int], tuple[list[float], dict[str, int]]]] = {
         "ckdb": run_ckdb,

@@ -10,6 +10,7 @@ sub-database       key                                                    value 
 =================  =====================================================  =====================
 ``lg_checkpoints`` thread ‖ ns ‖ checkpoint id (UTF-8, the key's tail)    checkpoint envelope
 ``lg_blobs``       thread ‖ ns ‖ channel ‖ version                        one channel value
+``lg_chunks``      thread ‖ ns ‖ digest (32 bytes)                        a piece of a large one
 ``lg_writes``      thread ‖ ns ‖ part(checkpoint id) ‖ task ‖ u32 idx     one pending write
 ``lg_runs``        part(run id) ‖ checkpoint key                          empty (index entry)
 ``lg_settings``    ``b"r"`` ‖ thread                                      retention policy
@@ -35,7 +36,8 @@ DB_BLOBS = b"lg_blobs"
 DB_WRITES = b"lg_writes"
 DB_RUNS = b"lg_runs"
 DB_SETTINGS = b"lg_settings"
-ALL_DBS = (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES, DB_RUNS, DB_SETTINGS)
+DB_CHUNKS = b"lg_chunks"  # pieces of large channel values (ckdb 0.5: _langgraph_values.py)
+ALL_DBS = (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES, DB_RUNS, DB_SETTINGS, DB_CHUNKS)
 
 MAX_KEY = 511  # LMDB's default maximum key size
 PART_LEN = struct.Struct(">H")

@@ -11,7 +11,8 @@ Design (``docs/langgraph.md`` has the byte tables and the crash windows):
 
 - Own sub-databases (``lg_*``), opened at construction: ckdb's workflow retention never sees them.
 - Channel values are stored once per (thread, namespace, channel, version): a step that changes
-  one channel writes one blob, not the whole state. The checkpoint envelope (the checkpoint
+  one channel writes one blob, not the whole state; a large one as pieces stored once each
+  (``_langgraph_values.py``). The checkpoint envelope (the checkpoint
   without its values, the metadata, the parent and the list of blobs it references) is small.
 - Every value is a ckdb frame: compressed (lz4), HMAC-tagged and bound to its sub-database and
   key (encrypted too in an encrypted store). LangGraph values go through the saver's serde
@@ -59,11 +60,13 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from ckdb import encoding
 from ckdb._env import Txn
 from ckdb.errors import CkdbError, FormatError, IntegrityError, InvalidInput
+from ckdb.integrations import _langgraph_values as values
 from ckdb.integrations._langgraph_async import AsyncTwins
 from ckdb.integrations._langgraph_layout import (
     ALL_DBS,
     DB_BLOBS,
     DB_CHECKPOINTS,
+    DB_CHUNKS,
     DB_RUNS,
     DB_SETTINGS,
     DB_WRITES,
@@ -105,6 +108,7 @@ _log = logging.getLogger("ckdb.integrations.langgraph")
 #: Record type of every frame this saver writes. The sub-database name and the key are bound into
 #: each frame's tag, so a frame cannot be replayed into another role even though they share it.
 RTYPE = RecordType.INTEGRATION
+Row = tuple[bytes, bytes]  # (key, stored value)
 STRATEGIES = ("keep_latest", "delete")
 
 
@@ -143,7 +147,10 @@ class CkdbSaver(AsyncTwins):
         digest = None if tables.keys.cipher is None else (lambda t: tables.keys.wf_key(t)[1:])
         self._layout = Layout(digest)
         self._env = tables.env
+        self._digests = values.Digests(tables.chunks.content_id)
         for name in ALL_DBS:
+            if name == DB_CHUNKS and tables.readonly and not self._env.has_db(name):
+                continue  # no ckdb 0.5 saver wrote here: nothing is stored as pieces
             self._env.ensure_db(name)
         self._owns_store = False
         if self._hold_writes:
@@ -252,14 +259,20 @@ class CkdbSaver(AsyncTwins):
 
         # Encode, compress and tag everything before the write lock.
         body: dict[str, Any] = dict(checkpoint)
-        values: dict[str, Any] = body.pop("channel_values", None) or {}
+        channel_values: dict[str, Any] = body.pop("channel_values", None) or {}
         frames: builtins.list[tuple[bytes, bytes, bytes]] = []
+        blobs: builtins.list[values.BlobWrite] = []
         for channel, version in new_versions.items():
-            if channel not in values:
+            if channel not in channel_values:
                 continue  # an emptied channel: no blob, so the value reads as absent
+            ch_key = ns_prefix + lay.part(channel, "channel")
             key = lay.blob(ns_prefix, channel, version)
-            typed = self._dumps(values[channel])
-            frames.append((DB_BLOBS, key, self._frame(DB_BLOBS, key, encoding.encode(list(typed)))))
+            typed = self._dumps(channel_values[channel])
+            blobs.append(
+                values.prepare(
+                    self._env.read, self._frame, self._digests, ns_prefix, ch_key, key, typed
+                )
+            )
         md = get_checkpoint_metadata(config, metadata)
         run_id = md.get("run_id")
         run_text = None if run_id is None else str(run_id)
@@ -280,9 +293,13 @@ class CkdbSaver(AsyncTwins):
         frames.append((DB_CHECKPOINTS, ck_key, self._frame(DB_CHECKPOINTS, ck_key, envelope)))
         if run_text is not None:
             frames.append((DB_RUNS, lay.run(run_text, ck_key), b""))
-        estimate = sum(len(f[2]) + len(f[1]) for f in frames)
+        estimate = sum(len(f[2]) + len(f[1]) for f in frames) + sum(
+            len(b.frame) + sum(len(p.frame or p.raw) for p in b.pieces) for b in blobs
+        )
 
         def apply(txn: Txn) -> None:
+            for blob in blobs:
+                values.write(txn, self._frame, blob)
             for db, key, value in frames:
                 txn.put(db, key, value)
             policy = self._policy_in(txn, thread)
@@ -344,8 +361,9 @@ class CkdbSaver(AsyncTwins):
 
     def _read_tuple(
         self, txn: Txn, key: bytes, value: bytes
-    ) -> tuple[Envelope, builtins.list[tuple[bytes, bytes]], builtins.list[tuple[bytes, bytes]]]:
-        """Inside a read txn: the envelope plus the raw blob and write rows it needs."""
+    ) -> tuple[Envelope, builtins.list[tuple[bytes, values.Loaded]], builtins.list[Row]]:
+        """Inside a read txn: the envelope, its blobs (records verified, pieces fetched) and
+        the raw write rows it needs."""
         env = self._envelope(key, value)
         _thread, ns_prefix, cid = split_checkpoint_key(key)
         if cid != env.id:
@@ -356,22 +374,21 @@ class CkdbSaver(AsyncTwins):
             bkey = ns_prefix + lay.part(channel, "channel") + lay.part(vtext, "ver")
             raw = txn.get(DB_BLOBS, bkey)
             if raw is not None:
-                blobs.append((bkey, raw))
+                blobs.append((bkey, values.load(txn, self._unframe, ns_prefix, bkey, raw)))
         writes = list(txn.prefix(DB_WRITES, lay.writes_prefix(ns_prefix, cid)))
         return env, blobs, writes
 
     def _build_tuple(
         self,
         env: Envelope,
-        blobs: builtins.list[tuple[bytes, bytes]],
-        writes: builtins.list[tuple[bytes, bytes]],
+        blobs: builtins.list[tuple[bytes, values.Loaded]],
+        writes: builtins.list[Row],
     ) -> CheckpointTuple:
         """Outside any txn: verify the frames and deserialize."""
-        values: dict[str, Any] = {}
+        channel_values: dict[str, Any] = {}
         names = dict(self._blob_names(env))
-        for bkey, raw in blobs:
-            doc = self._decode_list(DB_BLOBS, bkey, raw, 2)
-            values[names[bkey]] = self._loads((doc[0], doc[1]))
+        for bkey, loaded in blobs:
+            channel_values[names[bkey]] = self._loads(values.join(loaded, self._unframe))
         pending: builtins.list[tuple[tuple[str, str, int], PendingWrite]] = []
         for wkey, raw in writes:
             task_id, widx, channel, type_, data, path = self._decode_list(DB_WRITES, wkey, raw, 6)
@@ -383,7 +400,7 @@ class CkdbSaver(AsyncTwins):
             )
         pending.sort(key=lambda p: p[0])
         checkpoint = self._loads(env.ck)
-        checkpoint["channel_values"] = values
+        checkpoint["channel_values"] = channel_values
         metadata = self._loads(env.md)
         parent = None if env.parent is None else self._config(env.thread, env.ns, env.parent)
         return CheckpointTuple(
@@ -504,22 +521,7 @@ class CkdbSaver(AsyncTwins):
             txn.delete(DB_RUNS, self._layout.run(env.run_id, key))
 
     def _collect_blobs(self, txn: Txn, ns_prefix: bytes) -> int:
-        """Delete the namespace's blobs no remaining checkpoint references. If any remaining
-        envelope cannot be verified, nothing is collected (we cannot know what it needs)."""
-        referenced: set[bytes] = set()
-        lay = self._layout
-        for key, value in txn.prefix(DB_CHECKPOINTS, ns_prefix):
-            try:
-                env = self._envelope(key, value)
-            except CkdbError:
-                _log.warning("lg_checkpoints/%s does not verify: blobs kept", key.hex())
-                return 0
-            for channel, vtext in env.blobs:
-                referenced.add(ns_prefix + lay.part(channel, "channel") + lay.part(vtext, "ver"))
-        victims = [k for k, _v in txn.prefix(DB_BLOBS, ns_prefix) if k not in referenced]
-        for k in victims:
-            txn.delete(DB_BLOBS, k)
-        return len(victims)
+        return values.collect_blobs(txn, self._envelope, self._layout, self._unframe, ns_prefix)
 
     def _thread_runs(self, txn: Txn, thread: bytes) -> builtins.list[bytes]:
         """Run index keys of a thread's checkpoints (those whose envelope verifies; entries of
@@ -536,7 +538,7 @@ class CkdbSaver(AsyncTwins):
         for run_key in self._thread_runs(txn, thread):
             txn.delete(DB_RUNS, run_key)
         hi = prefix_end(thread)
-        for db in (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES):
+        for db in (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES, DB_CHUNKS):
             txn.delete_range(db, thread, hi)
 
     def delete_thread(self, thread_id: str) -> None:
@@ -588,7 +590,8 @@ class CkdbSaver(AsyncTwins):
         if src == dst:
             return
         with self._env.read() as txn:
-            rows = {db: list(txn.prefix(db, src)) for db in (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES)}
+            dbs = (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES, DB_CHUNKS)
+            rows = {db: list(txn.prefix(db, src)) for db in dbs}
         frames: builtins.list[tuple[bytes, bytes, bytes]] = []
         for db, items in rows.items():
             for key, value in items:

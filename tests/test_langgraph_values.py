@@ -1,0 +1,305 @@
+"""CkdbSaver's large channel values: stored as content-addressed pieces (ckdb 0.5), read back
+exactly, deduplicated across versions, collected with their blobs, damage an error never data;
+values written whole by older ckdb still read."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph.checkpoint.base")
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
+
+import ckdb
+from ckdb.errors import IntegrityError
+from ckdb.integrations import _langgraph_values as values
+from ckdb.integrations._langgraph_layout import DB_BLOBS, DB_CHUNKS
+from ckdb.integrations.langgraph import CkdbSaver
+from ckdb.retention import RetentionPolicy
+
+
+def _cfg(tid: str, cid: str | None = None) -> Any:
+    conf: dict[str, Any] = {"thread_id": tid, "checkpoint_ns": ""}
+    if cid:
+        conf["checkpoint_id"] = cid
+    return {"configurable": conf}
+
+
+def _message(i: int) -> dict[str, str]:
+    rng = random.Random(i)
+    return {"role": "user", "content": " ".join(str(rng.random()) for _ in range(60))}
+
+
+class Conversation:
+    """A thread whose "messages" channel grows every put (LangGraph's add reducer)."""
+
+    def __init__(self, saver: CkdbSaver, tid: str = "t") -> None:
+        self.saver, self.tid = saver, tid
+        self.messages: list[dict[str, str]] = []
+        self.versions: dict[str, Any] = {}
+        self.parent: str | None = None
+        self.ids: list[str] = []
+        self.states: list[list[dict[str, str]]] = []
+
+    def step(self, add: int = 1, turn: int = 0) -> str:
+        self.messages = self.messages + [_message(len(self.messages) + j) for j in range(add)]
+        new = {c: self.saver.get_next_version(self.versions.get(c), None) for c in ("messages",)}
+        new["turn"] = self.saver.get_next_version(self.versions.get("turn"), None)
+        self.versions.update(new)
+        cp = generate_checkpoint(
+            channel_values={"messages": self.messages, "turn": turn},
+            channel_versions=dict(self.versions),
+        )
+        cfg = self.saver.put(_cfg(self.tid, self.parent), cp, generate_metadata(step=turn), new)
+        self.parent = cfg["configurable"]["checkpoint_id"]
+        self.ids.append(self.parent)
+        self.states.append(self.messages)
+        return self.parent
+
+    def check(self) -> None:
+        for cid, state in zip(self.ids, self.states, strict=True):
+            tup = self.saver.get_tuple(_cfg(self.tid, cid))
+            assert tup is not None
+            assert tup.checkpoint["channel_values"]["messages"] == state
+
+
+def _rows(store: ckdb.Store, db: bytes) -> dict[bytes, bytes]:
+    with store._env.read() as txn:
+        return {bytes(k): bytes(v) for k, v in txn.range(db)}
+
+
+def _referenced(saver: CkdbSaver, store: ckdb.Store) -> set[bytes]:
+    """Chunk keys named by the stored blob records (each verified)."""
+    out: set[bytes] = set()
+    for key, value in _rows(store, DB_BLOBS).items():
+        ns_prefix = key[: 4 + key[1]]  # thread part (u16 length) and the root ns part (empty)
+        digests = values.parse(saver._unframe(DB_BLOBS, key, value), "test")[4]
+        out.update(ns_prefix + digests[i : i + 32] for i in range(0, len(digests), 32))
+    return out
+
+
+@pytest.fixture
+def saver(store: ckdb.Store) -> CkdbSaver:
+    return CkdbSaver(store)
+
+
+def test_a_growing_value_is_stored_as_pieces_and_read_back_exactly(
+    saver: CkdbSaver, store: ckdb.Store
+) -> None:
+    conv = Conversation(saver)
+    while len(saver.serde.dumps_typed(conv.messages)[1]) < 4 * values.CHUNK_MIN:
+        conv.step(add=20)
+    assert _rows(store, DB_CHUNKS), "a value over CHUNK_MIN is stored as pieces"
+    before = set(_rows(store, DB_CHUNKS))
+    conv.step(add=1)
+    added = set(_rows(store, DB_CHUNKS)) - before
+    # one message appended: the first piece (the list's length) and the tail are new; the
+    # pieces in between are shared with the previous version
+    assert 1 <= len(added) <= 3, len(added)
+    conv.check()
+    assert _referenced(saver, store) == set(_rows(store, DB_CHUNKS))
+
+
+def test_small_values_stay_one_frame(saver: CkdbSaver, store: ckdb.Store) -> None:
+    conv = Conversation(saver)
+    for _ in range(3):
+        conv.step()
+    assert not _rows(store, DB_CHUNKS)
+    conv.check()
+
+
+def test_a_damaged_or_missing_piece_is_an_error_never_data(
+    saver: CkdbSaver, store: ckdb.Store
+) -> None:
+    conv = Conversation(saver)
+    conv.step(add=200)
+    chunks = _rows(store, DB_CHUNKS)
+    assert chunks
+    key, value = sorted(chunks.items())[len(chunks) // 2]
+    bad = bytearray(value)
+    bad[len(bad) // 2] ^= 0x04
+    store._env.write(lambda txn: txn.put(DB_CHUNKS, key, bytes(bad)))
+    with pytest.raises(IntegrityError):
+        saver.get_tuple(_cfg("t"))
+    store._env.write(lambda txn: txn.delete(DB_CHUNKS, key))
+    with pytest.raises(IntegrityError, match="missing"):
+        saver.get_tuple(_cfg("t"))
+    # a piece stored under another digest's key fails its tag (the key is bound into it)
+    other, other_value = next(iter(sorted(chunks.items())))
+    assert other != key
+    store._env.write(lambda txn: txn.put(DB_CHUNKS, key, other_value))
+    with pytest.raises(IntegrityError):
+        saver.get_tuple(_cfg("t"))
+
+
+def test_a_piece_collected_meanwhile_is_written_by_the_put_that_needs_it(
+    saver: CkdbSaver, store: ckdb.Store
+) -> None:
+    """The presence of a piece is decided inside the put's transaction, not when its frames
+    were built: a piece deleted in between is framed and written then."""
+    conv = Conversation(saver)
+    conv.step(add=200)
+    real_prepare = values.prepare
+
+    def prepare_then_lose_every_piece(*a: Any, **k: Any) -> values.BlobWrite:
+        out = real_prepare(*a, **k)
+        store._env.write(lambda txn: txn.delete_range(DB_CHUNKS, b"", None))
+        return out
+
+    values.prepare = prepare_then_lose_every_piece  # type: ignore[assignment]
+    try:
+        conv.step(add=1)
+    finally:
+        values.prepare = real_prepare  # type: ignore[assignment]
+    tup = saver.get_tuple(_cfg("t"))
+    assert tup is not None and tup.checkpoint["channel_values"]["messages"] == conv.messages
+
+
+def test_retention_prune_and_delete_collect_pieces(saver: CkdbSaver, store: ckdb.Store) -> None:
+    conv = Conversation(saver)
+    for _ in range(6):
+        conv.step(add=60)
+    many = len(_rows(store, DB_CHUNKS))
+    saver.apply_retention("t", RetentionPolicy(max_checkpoints=2))
+    left = set(_rows(store, DB_CHUNKS))
+    assert 0 < len(left) < many
+    assert _referenced(saver, store) == left  # none leaked, none referenced missing
+    conv.ids, conv.states = conv.ids[-2:], conv.states[-2:]
+    conv.check()
+    saver.prune(["t"], strategy="keep_latest")
+    assert _referenced(saver, store) == set(_rows(store, DB_CHUNKS))
+    conv.ids, conv.states = conv.ids[-1:], conv.states[-1:]
+    conv.check()
+    saver.delete_thread("t")
+    assert not _rows(store, DB_CHUNKS)
+
+
+def test_copy_thread_copies_pieces(saver: CkdbSaver, store: ckdb.Store) -> None:
+    conv = Conversation(saver, "src")
+    for _ in range(3):
+        conv.step(add=80)
+    saver.copy_thread("src", "dst")
+    saver.delete_thread("src")
+    tup = saver.get_tuple(_cfg("dst"))
+    assert tup is not None and tup.checkpoint["channel_values"]["messages"] == conv.messages
+    assert _referenced(saver, store) == set(_rows(store, DB_CHUNKS))
+
+
+def test_a_remaining_blob_that_does_not_verify_keeps_every_piece(
+    saver: CkdbSaver, store: ckdb.Store
+) -> None:
+    conv = Conversation(saver)
+    for _ in range(4):
+        conv.step(add=60)
+    blobs = _rows(store, DB_BLOBS)
+    newest = conv.ids[-1]
+    tup = saver.get_tuple(_cfg("t", newest))
+    assert tup is not None
+    ver = tup.checkpoint["channel_versions"]["messages"]
+    key = next(k for k in blobs if ver.encode() in k)
+    bad = bytearray(blobs[key])
+    bad[-1] ^= 0x01
+    store._env.write(lambda txn: txn.put(DB_BLOBS, key, bytes(bad)))
+    before = set(_rows(store, DB_CHUNKS))
+    saver.apply_retention("t", RetentionPolicy(max_checkpoints=1))
+    assert set(_rows(store, DB_CHUNKS)) == before  # what the damaged record needs is unknown
+
+
+def test_values_written_whole_by_older_ckdb_still_read(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(values, "CHUNK_MIN", 1 << 40)  # as ckdb 0.4 wrote: every value whole
+    old = CkdbSaver(store)
+    conv = Conversation(old)
+    conv.step(add=300)
+    assert not _rows(store, DB_CHUNKS)
+    monkeypatch.undo()
+    conv.saver = CkdbSaver(store)
+    conv.step(add=1)  # the new one stores pieces beside the whole value
+    assert _rows(store, DB_CHUNKS)
+    conv.check()
+
+
+def test_a_malformed_blob_record_is_an_error() -> None:
+    for doc in (
+        ["msgpack", 10, 0, b""],  # no piece size
+        ["msgpack", 100, 16, b"\x00" * 31],  # digests of the wrong length
+        ["msgpack"],
+        {"type": "msgpack"},
+    ):
+        with pytest.raises(IntegrityError, match="malformed"):
+            values.parse(ckdb.encoding.encode(doc), "test")
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3 * values.CHUNK_MIN), min_size=1, max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_any_sequence_of_values_reads_back_and_leaks_no_piece(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], seed: int
+) -> None:
+    """Values of any size around the thresholds, edited at random places (appended, changed
+    in the middle, shortened): every version reads back exactly, and after a retention that
+    keeps one, exactly the pieces still referenced remain."""
+    rng = random.Random(seed)
+    path: Path = tmp_path_factory.mktemp("v") / "s.ckdb"
+    with ckdb.open(path, retention=None) as store:
+        saver = CkdbSaver(store)
+        parent, versions, written = None, {}, []
+        text = ""
+        for n in sizes:
+            if text and rng.random() < 0.5:
+                at = rng.randrange(len(text))
+                text = (text[:at] + rng.choice("xyz") + text[at + 1 :])[:n] or "-"
+            text = (text + "".join(rng.choice("abc ") for _ in range(max(0, n - len(text)))))[
+                : max(n, 1)
+            ]
+            new = {"doc": saver.get_next_version(versions.get("doc"), None)}
+            versions.update(new)
+            cp = generate_checkpoint(channel_values={"doc": text}, channel_versions=dict(versions))
+            cfg = saver.put(_cfg("t", parent), cp, generate_metadata(step=len(written)), new)
+            parent = cfg["configurable"]["checkpoint_id"]
+            written.append((parent, text))
+        for cid, expected in written:
+            tup = saver.get_tuple(_cfg("t", cid))
+            assert tup is not None and tup.checkpoint["channel_values"]["doc"] == expected
+        saver.apply_retention("t", RetentionPolicy(max_checkpoints=1))
+        assert _referenced(saver, store) == set(_rows(store, DB_CHUNKS))
+        tup = saver.get_tuple(_cfg("t"))
+        assert tup is not None and tup.checkpoint["channel_values"]["doc"] == written[-1][1]
+
+
+def test_a_read_only_store_without_pieces_opens(tmp_path: Path) -> None:
+    """A store whose saver predates pieces (no lg_chunks) still opens read-only for a saver."""
+    path = tmp_path / "old.ckdb"
+    with ckdb.open(path, retention=None) as store:
+        for name in (b"lg_checkpoints", b"lg_blobs", b"lg_writes", b"lg_runs", b"lg_settings"):
+            store._env.ensure_db(name)  # what ckdb 0.4's saver created
+        assert not store._env.has_db(DB_CHUNKS)
+    with ckdb.open(path, readonly=True) as store:
+        saver = CkdbSaver(store)
+        assert saver.get_tuple(_cfg("t")) is None
+
+
+def test_scrub_reports_a_damaged_piece_and_rotation_retags_pieces(
+    saver: CkdbSaver, store: ckdb.Store
+) -> None:
+    conv = Conversation(saver)
+    conv.step(add=200)
+    assert store.scrub().ok
+    store.rotate_key(new_data_key=True)  # pieces are frames like any other: re-tagged too
+    conv.check()
+    key, value = next(iter(sorted(_rows(store, DB_CHUNKS).items())))
+    bad = bytearray(value)
+    bad[-3] ^= 0x10
+    store._env.write(lambda txn: txn.put(DB_CHUNKS, key, bytes(bad)))
+    report = store.scrub()
+    assert not report.ok
+    assert any(f.where.startswith("lg_chunks/") for f in report.findings), report.findings

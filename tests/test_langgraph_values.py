@@ -303,3 +303,29 @@ def test_scrub_reports_a_damaged_piece_and_rotation_retags_pieces(
     report = store.scrub()
     assert not report.ok
     assert any(f.where.startswith("lg_chunks/") for f in report.findings), report.findings
+
+
+def test_the_frame_memo_answers_only_for_the_exact_bytes(saver: CkdbSaver) -> None:
+    """A frame this saver tagged reads back by comparison; other bytes at the same address
+    (an older valid frame, damage) are verified in full and give their own body or an error."""
+    key = b"\x00\x01t\x00\x00k"
+    first = saver._frame(DB_BLOBS, key, b"first body")
+    second = saver._frame(DB_BLOBS, key, b"second body")  # the memo now holds this one
+    assert saver._unframe(DB_BLOBS, key, second) == b"second body"
+    assert saver._unframe(DB_BLOBS, key, first) == b"first body"
+    bad = bytearray(second)
+    bad[-1] ^= 0x01
+    with pytest.raises(IntegrityError):
+        saver._unframe(DB_BLOBS, key, bytes(bad))
+    with pytest.raises(IntegrityError):  # a frame tagged for another key
+        saver._unframe(DB_BLOBS, key + b"x", second)
+
+
+def test_the_frame_memo_is_bounded() -> None:
+    memo = values.FrameMemo()
+    body = b"b" * 1000
+    for i in range(memo.MAX_BYTES // 1000):
+        memo.put(DB_BLOBS, i.to_bytes(8, "big"), b"f" * 1000, body)
+    assert memo._bytes <= memo.MAX_BYTES
+    memo.put(DB_BLOBS, b"big", b"f" * memo.MAX_VALUE, body)  # too large: never kept
+    assert memo.get(DB_BLOBS, b"big", b"f" * memo.MAX_VALUE) is None

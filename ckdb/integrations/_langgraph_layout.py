@@ -20,6 +20,7 @@ sub-database       key                                                    value 
 from __future__ import annotations
 
 import builtins
+import random
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -142,6 +143,18 @@ def split_checkpoint_key(key: bytes) -> tuple[bytes, bytes, str]:
     if not cid:
         raise FormatError(f"malformed key {key.hex()}: no checkpoint id")
     return thread, key[:off], cid
+
+
+def next_version(current: object) -> str:
+    """``<counter:032>.<random:016>``: the version after ``current`` (None, an int, or text
+    whose counter ends at the first dot)."""
+    if current is None:
+        n = 0
+    elif isinstance(current, int):
+        n = current
+    else:
+        n = int(str(current).split(".")[0])
+    return f"{n + 1:032}.{random.random():016}"
 
 
 def version_text(version: object) -> str:

@@ -78,6 +78,36 @@ class Loaded(NamedTuple):
     pieces: tuple[tuple[bytes, bytes], ...]  # (key, stored frame)
 
 
+class FrameMemo:
+    """Frames this saver tagged or verified, by address: a stored value byte-identical to one
+    of them has the same body (a tag is a function of the key and the bytes; data keys are
+    never replaced), so reading it again compares instead of verifying and decompressing. The
+    read right after a put (LangGraph's ``get_tuple`` at the start of every step) then costs a
+    ``memcmp`` per frame. Bounded: values up to ``MAX_VALUE`` bytes, ``MAX_BYTES`` in all
+    (frames and bodies), dropped whole when full. Any other bytes, damage included, miss and
+    are verified in full."""
+
+    MAX_VALUE = 64 * 1024
+    MAX_BYTES = 32 << 20
+
+    def __init__(self) -> None:
+        self._map: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+        self._bytes = 0
+
+    def get(self, db: bytes, key: bytes, value: bytes) -> bytes | None:
+        hit = self._map.get((db, key))
+        return hit[1] if hit is not None and hit[0] == value else None
+
+    def put(self, db: bytes, key: bytes, value: bytes, raw: bytes) -> None:
+        size = len(value) + len(raw)
+        if size > self.MAX_VALUE or type(value) is not bytes or type(raw) is not bytes:
+            return
+        if self._bytes + size > self.MAX_BYTES:
+            self._map, self._bytes = {}, 0
+        self._map[(db, key)] = (value, raw)
+        self._bytes += size + 100
+
+
 def chunk_key(ns_prefix: bytes, digest: bytes) -> bytes:
     return ns_prefix + digest
 

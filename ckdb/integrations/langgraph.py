@@ -35,7 +35,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import weakref
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -75,6 +74,7 @@ from ckdb.integrations._langgraph_layout import (
     Layout,
     check_serde,
     is_pickle,
+    next_version,
     read_part,
     split_checkpoint_key,
     version_text,
@@ -148,6 +148,7 @@ class CkdbSaver(AsyncTwins):
         self._layout = Layout(digest)
         self._env = tables.env
         self._digests = values.Digests(tables.chunks.content_id)
+        self._memo = values.FrameMemo()
         for name in ALL_DBS:
             if name == DB_CHUNKS and tables.readonly and not self._env.has_db(name):
                 continue  # no ckdb 0.5 saver wrote here: nothing is stored as pieces
@@ -197,14 +198,17 @@ class CkdbSaver(AsyncTwins):
     # -- frames and serde ------------------------------------------------------------------------
 
     def _frame(self, db: bytes, key: bytes, raw: bytes) -> bytes:
-        # lz4 at every size: a growing channel (a message list) is written whole by every step
-        # that changes it, so compression time is step time. Measured on the 300-step
-        # conversation (docs/performance.md): steps 0.92x of zstd level 1's, store 1.6x larger
-        # (still about a quarter of SqliteSaver's).
-        return self.store.tables.frames.frame(RTYPE, db, key, raw, Codec.LZ4)
+        # lz4 at every size: compression time is step time (docs/performance.md, 0.4.1)
+        frame = self.store.tables.frames.frame(RTYPE, db, key, raw, Codec.LZ4)
+        self._memo.put(db, key, frame, raw)
+        return frame
 
     def _unframe(self, db: bytes, key: bytes, value: bytes) -> bytes:
-        return self.store.tables.frames.unframe(db, key, value, RTYPE)
+        raw = self._memo.get(db, key, value)
+        if raw is None:
+            raw = self.store.tables.frames.unframe(db, key, value, RTYPE)
+            self._memo.put(db, key, value, raw)
+        return raw
 
     def _dumps(self, obj: Any) -> tuple[str, bytes]:
         type_, data = self.serde.dumps_typed(obj)
@@ -773,13 +777,7 @@ class CkdbSaver(AsyncTwins):
     def get_next_version(self, current: str | None, channel: None) -> str:
         """``<counter:032>.<random:016>``, as LangGraph's own savers: forks of one parent never
         produce the same version of a channel, so their blobs never collide."""
-        if current is None:
-            current_v = 0
-        elif isinstance(current, int):
-            current_v = current
-        else:
-            current_v = int(str(current).split(".")[0])
-        return f"{current_v + 1:032}.{random.random():016}"
+        return next_version(current)
 
     # -- async twins of ckdb's own methods (LangGraph's: AsyncTwins) ---------------------------
 

@@ -69,8 +69,17 @@ INCOMPAT_REMOTE = 0x8
 #: deleting the newest entries raises it). Set at creation from ckdb 0.4 on; older ckdb, which
 #: takes ``next_seq`` as exact when deleting, refuses such a store.
 INCOMPAT_SEQ_FLOOR = 0x10
+#: The LangGraph saver stored a large channel value as pieces (``lg_chunks``). Set by the first
+#: put that writes one (ckdb 0.5); ckdb 0.4's saver, which knows no pieces (its copy_thread
+#: would copy a value's record without them), refuses such a store.
+INCOMPAT_LG_PIECES = 0x20
 INCOMPAT_KNOWN = (
-    INCOMPAT_AES_GCM | INCOMPAT_CHACHA | INCOMPAT_BUNDLES | INCOMPAT_REMOTE | INCOMPAT_SEQ_FLOOR
+    INCOMPAT_AES_GCM
+    | INCOMPAT_CHACHA
+    | INCOMPAT_BUNDLES
+    | INCOMPAT_REMOTE
+    | INCOMPAT_SEQ_FLOOR
+    | INCOMPAT_LG_PIECES
 )
 #: State components whose encoding is smaller than this share the checkpoint's bundle frame
 #: (when it has two or more of them); larger ones keep a frame each.

@@ -198,17 +198,26 @@ def test_a_remaining_blob_that_does_not_verify_keeps_every_piece(
     for _ in range(4):
         conv.step(add=60)
     blobs = _rows(store, DB_BLOBS)
-    newest = conv.ids[-1]
-    tup = saver.get_tuple(_cfg("t", newest))
+    tup = saver.get_tuple(_cfg("t", conv.ids[-1]))
     assert tup is not None
     ver = tup.checkpoint["channel_versions"]["messages"]
     key = next(k for k in blobs if ver.encode() in k)
-    bad = bytearray(blobs[key])
+    good = blobs[key]
+    bad = bytearray(good)
     bad[-1] ^= 0x01
     store._env.write(lambda txn: txn.put(DB_BLOBS, key, bytes(bad)))
     before = set(_rows(store, DB_CHUNKS))
     saver.apply_retention("t", RetentionPolicy(max_checkpoints=1))
-    assert set(_rows(store, DB_CHUNKS)) == before  # what the damaged record needs is unknown
+    assert len(_rows(store, DB_BLOBS)) < len(blobs)  # blobs were collected...
+    assert set(_rows(store, DB_CHUNKS)) == before  # ...but what the damaged record needs is unknown
+    store._env.write(lambda txn: txn.put(DB_BLOBS, key, good))  # repaired
+    conv.ids, conv.states = conv.ids[-1:], conv.states[-1:]
+    conv.step(add=1)
+    saver.apply_retention("t", RetentionPolicy(max_checkpoints=1))
+    left = set(_rows(store, DB_CHUNKS))
+    assert before - left and _referenced(saver, store) == left  # now collected
+    conv.ids, conv.states = conv.ids[-1:], conv.states[-1:]
+    conv.check()
 
 
 def test_values_written_whole_by_older_ckdb_still_read(
@@ -324,8 +333,104 @@ def test_the_frame_memo_answers_only_for_the_exact_bytes(saver: CkdbSaver) -> No
 def test_the_frame_memo_is_bounded() -> None:
     memo = values.FrameMemo()
     body = b"b" * 1000
-    for i in range(memo.MAX_BYTES // 1000):
+    memo.put(DB_BLOBS, b"first", b"f" * 1000, body)
+    assert memo.get(DB_BLOBS, b"first", b"f" * 1000) == body  # a hit
+    for i in range(2 * memo.MAX_BYTES // 2100):
         memo.put(DB_BLOBS, i.to_bytes(8, "big"), b"f" * 1000, body)
-    assert memo._bytes <= memo.MAX_BYTES
+        assert memo._bytes <= memo.MAX_BYTES
+    assert memo.get(DB_BLOBS, b"first", b"f" * 1000) is None  # dropped when it filled up
     memo.put(DB_BLOBS, b"big", b"f" * memo.MAX_VALUE, body)  # too large: never kept
     assert memo.get(DB_BLOBS, b"big", b"f" * memo.MAX_VALUE) is None
+
+
+def test_the_first_piece_sets_a_flag_older_ckdb_refuses(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ckdb import _open
+    from ckdb.errors import UnsupportedVersion
+    from ckdb.layout import FORMAT, INCOMPAT_KNOWN, INCOMPAT_LG_PIECES
+
+    def flags(store: ckdb.Store) -> int:
+        with store._env.read() as txn:
+            return int(FORMAT.unpack(txn.get(b"info", b"format"))[2])
+
+    with ckdb.open(store_path, retention=None) as store:
+        conv = Conversation(CkdbSaver(store))
+        conv.step(add=5)
+        assert not flags(store) & INCOMPAT_LG_PIECES  # small values: no pieces, no flag
+        conv.step(add=300)
+        assert flags(store) & INCOMPAT_LG_PIECES
+    monkeypatch.setattr(_open, "INCOMPAT_KNOWN", INCOMPAT_KNOWN & ~INCOMPAT_LG_PIECES)
+    with pytest.raises(UnsupportedVersion):  # as ckdb 0.4 would
+        ckdb.open(store_path)
+    monkeypatch.undo()
+    with ckdb.open(store_path, retention=None) as store:  # the key check still verifies
+        conv.saver = CkdbSaver(store)
+        conv.check()
+
+
+def test_a_read_only_saver_sees_pieces_written_after_it_opened(tmp_path: Path) -> None:
+    """lg_chunks created by another process after a read-only saver opened is opened on read."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.ckdb"
+    with ckdb.open(path, retention=None) as store:
+        for name in (b"lg_checkpoints", b"lg_blobs", b"lg_writes", b"lg_runs", b"lg_settings"):
+            store._env.ensure_db(name)
+    with ckdb.open(path, readonly=True) as ro:
+        reader = CkdbSaver(ro)
+        assert not ro._env.is_open(DB_CHUNKS)
+        writer = (
+            "import sys; sys.path[:0] = sys.argv[2:]; import ckdb;"
+            "from tests.test_langgraph_values import Conversation;"
+            "from ckdb.integrations.langgraph import CkdbSaver;"
+            "s = ckdb.open(sys.argv[1], retention=None); c = Conversation(CkdbSaver(s));"
+            "c.step(add=300); s.close()"
+        )
+        root = str(Path(__file__).resolve().parent.parent)
+        subprocess.run([sys.executable, "-c", writer, str(path), root], check=True, timeout=120)
+        tup = reader.get_tuple(_cfg("t"))
+        assert tup is not None
+        assert tup.checkpoint["channel_values"]["messages"] == [_message(i) for i in range(300)]
+
+
+def test_pieces_in_an_encrypted_store_and_with_held_writes(tmp_path: Path) -> None:
+    with ckdb.open(tmp_path / "e.ckdb", retention=None, encryption="aes-gcm") as store:
+        saver = CkdbSaver(store, pending_writes="with_checkpoint")
+        conv = Conversation(saver)
+        for _ in range(3):
+            conv.step(add=120)
+            saver.put_writes(_cfg("t", conv.parent), [("messages", conv.messages)], "task-1")
+        assert _rows(store, DB_CHUNKS)
+        for key in _rows(store, DB_CHUNKS):
+            assert key[:2] == b"\x00\x20"  # the thread part is a 32-byte keyed digest here
+        conv.check()
+        tup = saver.get_tuple(_cfg("t"))
+        assert tup is not None and tup.pending_writes[0][2] == conv.messages
+        saver.copy_thread("t", "u")  # over nothing; then over itself again: replaced
+        saver.copy_thread("t", "u")
+        tup = saver.get_tuple(_cfg("u"))
+        assert tup is not None and tup.checkpoint["channel_values"]["messages"] == conv.messages
+
+
+def test_delete_for_runs_collects_pieces(saver: CkdbSaver, store: ckdb.Store) -> None:
+    conv = Conversation(saver)
+    for run in ("r1", "r2", "r3"):
+        conv.messages = conv.messages + [_message(len(conv.messages) + j) for j in range(80)]
+        new = {"messages": saver.get_next_version(conv.versions.get("messages"), None)}
+        conv.versions.update(new)
+        cp = generate_checkpoint(
+            channel_values={"messages": conv.messages}, channel_versions=dict(conv.versions)
+        )
+        md = generate_metadata(step=len(conv.ids), run_id=run)
+        cfg = saver.put(_cfg("t", conv.parent), cp, md, new)
+        conv.parent = cfg["configurable"]["checkpoint_id"]
+        conv.ids.append(conv.parent)
+        conv.states.append(conv.messages)
+    before = set(_rows(store, DB_CHUNKS))
+    saver.delete_for_runs(["r3"])
+    left = set(_rows(store, DB_CHUNKS))
+    assert left < before and _referenced(saver, store) == left
+    conv.ids, conv.states = conv.ids[:2], conv.states[:2]
+    conv.check()

@@ -14,7 +14,9 @@ as it does for tasks that had not finished (docs/langgraph.md, "Durability of pe
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 from ckdb._env import Txn
 
@@ -110,3 +112,10 @@ def flush(write: Callable[..., None], held: Held) -> None:
     if len(held):  # another thread's commit failed and gave its functions back: commit them
         batch = commit_with(write, held, None, 0)
         held.wait_for(batch + 1)
+
+
+def flush_if_alive(flush: weakref.WeakMethod[Any]) -> None:
+    """A store's close hook: flush the saver's held writes, if the saver still exists."""
+    method = flush()
+    if method is not None:
+        method()

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ckdb import encoding
-from ckdb._env import Txn
+from ckdb._env import Env, Txn
 from ckdb.errors import CkdbError, FormatError, IntegrityError
 from ckdb.integrations._langgraph_layout import (
     DB_BLOBS,
@@ -102,10 +102,27 @@ class FrameMemo:
         size = len(value) + len(raw)
         if size > self.MAX_VALUE or type(value) is not bytes or type(raw) is not bytes:
             return
+        size += 100  # the entry's own overhead, roughly
         if self._bytes + size > self.MAX_BYTES:
             self._map, self._bytes = {}, 0
         self._map[(db, key)] = (value, raw)
-        self._bytes += size + 100
+        self._bytes += size
+
+
+def open_dbs(env: Env, names: tuple[bytes, ...], *, readonly: bool) -> None:
+    """Open (create) the saver's sub-databases. A read-only store that no ckdb 0.5 saver wrote
+    to has no ``lg_chunks``: nothing of it is stored as pieces (:func:`chunks_ready`)."""
+    for name in names:
+        if name == DB_CHUNKS and readonly and not env.has_db(name):
+            continue
+        env.ensure_db(name)
+
+
+def chunks_ready(env: Env) -> None:
+    """Before a read: open ``lg_chunks`` if another process created it since (a read-only
+    saver opened before any piece was written)."""
+    if not env.is_open(DB_CHUNKS) and env.has_db(DB_CHUNKS):
+        env.ensure_db(DB_CHUNKS)
 
 
 def chunk_key(ns_prefix: bytes, digest: bytes) -> bytes:

@@ -79,9 +79,9 @@ from ckdb.integrations._langgraph_layout import (
     split_checkpoint_key,
     version_text,
 )
-from ckdb.integrations._langgraph_pending import MODES, Held, commit_with
+from ckdb.integrations._langgraph_pending import MODES, Held, commit_with, flush_if_alive
 from ckdb.integrations._langgraph_pending import flush as flush_held
-from ckdb.layout import Codec, RecordType, prefix_end
+from ckdb.layout import INCOMPAT_LG_PIECES, Codec, RecordType, prefix_end
 from ckdb.meta import now_us
 from ckdb.retention import (
     Entry,
@@ -95,12 +95,6 @@ from ckdb.store import Store
 from ckdb.store import open as open_store
 
 __all__ = ["CkdbSaver"]
-
-
-def _flush_if_alive(flush: weakref.WeakMethod[Any]) -> None:
-    method = flush()
-    if method is not None:
-        method()
 
 
 _log = logging.getLogger("ckdb.integrations.langgraph")
@@ -149,15 +143,12 @@ class CkdbSaver(AsyncTwins):
         self._env = tables.env
         self._digests = values.Digests(tables.chunks.content_id)
         self._memo = values.FrameMemo()
-        for name in ALL_DBS:
-            if name == DB_CHUNKS and tables.readonly and not self._env.has_db(name):
-                continue  # no ckdb 0.5 saver wrote here: nothing is stored as pieces
-            self._env.ensure_db(name)
+        values.open_dbs(self._env, ALL_DBS, readonly=tables.readonly)
         self._owns_store = False
         if self._hold_writes:
             # Closing the store commits what is held (a clean shutdown loses nothing); the hook
             # does not keep the saver alive.
-            store.add_close_hook(functools.partial(_flush_if_alive, weakref.WeakMethod(self.flush)))
+            store.add_close_hook(functools.partial(flush_if_alive, weakref.WeakMethod(self.flush)))
 
     @classmethod
     @contextlib.contextmanager
@@ -301,7 +292,11 @@ class CkdbSaver(AsyncTwins):
             len(b.frame) + sum(len(p.frame or p.raw) for p in b.pieces) for b in blobs
         )
 
+        pieces = any(b.pieces for b in blobs)
+
         def apply(txn: Txn) -> None:
+            if pieces:  # ckdb 0.4 must not open a store with pieces (its copy would lose them)
+                self.store.tables.set_incompat(txn, INCOMPAT_LG_PIECES)
             for blob in blobs:
                 values.write(txn, self._frame, blob)
             for db, key, value in frames:
@@ -434,6 +429,7 @@ class CkdbSaver(AsyncTwins):
         """The checkpoint named by ``config`` (its ``checkpoint_id``, else the newest of the
         thread's namespace), with its channel values and pending writes; None if absent."""
         self.flush()  # held pending writes first: reads see them, changes follow them
+        values.chunks_ready(self._env)
         thread_id, ns = self._ids(config)
         lay = self._layout
         ns_prefix = lay.ns(lay.thread(thread_id), ns)
@@ -461,6 +457,7 @@ class CkdbSaver(AsyncTwins):
         """Checkpoints newest first (by checkpoint id): of one thread (and namespace, when the
         config names one), or of every thread; ``filter`` matches metadata keys exactly."""
         self.flush()  # held pending writes first: reads see them, changes follow them
+        values.chunks_ready(self._env)
         lay = self._layout
         prefix = b""
         ns_filter: str | None = None
@@ -595,7 +592,7 @@ class CkdbSaver(AsyncTwins):
             return
         with self._env.read() as txn:
             dbs = (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES, DB_CHUNKS)
-            rows = {db: list(txn.prefix(db, src)) for db in dbs}
+            rows = {db: list(txn.prefix(db, src)) for db in dbs if self._env.is_open(db)}
         frames: builtins.list[tuple[bytes, bytes, bytes]] = []
         for db, items in rows.items():
             for key, value in items:
@@ -612,6 +609,8 @@ class CkdbSaver(AsyncTwins):
             return
 
         def apply(txn: Txn) -> None:
+            if rows.get(DB_CHUNKS):
+                self.store.tables.set_incompat(txn, INCOMPAT_LG_PIECES)
             for db, key, value in frames:
                 txn.put(db, key, value)
 

@@ -182,19 +182,24 @@ class Tables:
         return self._attached
 
     def set_incompat_remote(self, txn: Txn) -> None:
-        """Set the incompatible feature flag of remotes in the format record (and the key check
-        over it) inside ``txn``: ckdb older than remotes must not write unshipped changes."""
+        """Set the incompatible feature flag of remotes inside ``txn``: ckdb older than remotes
+        must not write unshipped changes."""
+        self.set_incompat(txn, INCOMPAT_REMOTE)
+
+    def set_incompat(self, txn: Txn, flag: int) -> None:
+        """Set an incompatible feature flag in the format record (and the key check over it)
+        inside ``txn``, unless it is set: ckdb that does not know it then refuses the store."""
         fmt = txn.get(DB_INFO, INFO_FORMAT)
         check = txn.get(DB_INFO, INFO_KEYCHECK)
         if fmt is None or check is None:
             raise FormatError(f"{self.path}: the store header is damaged")
         magic, version, incompat, compat, uuid, created = FORMAT.unpack(fmt)
-        if incompat & INCOMPAT_REMOTE:
+        if incompat & flag:
             return
         kek = keyring.kek_for(self.master, self.uuid)
         if not hmac.compare_digest(keyring.key_check(kek, fmt), check):
             raise WrongKey("the store was re-keyed by another process; reopen it first")
-        new = FORMAT.pack(magic, version, incompat | INCOMPAT_REMOTE, compat, uuid, created)
+        new = FORMAT.pack(magic, version, incompat | flag, compat, uuid, created)
         txn.put(DB_INFO, INFO_FORMAT, new)
         txn.put(DB_INFO, INFO_KEYCHECK, keyring.key_check(kek, new))
 

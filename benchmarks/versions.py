@@ -2,6 +2,7 @@
 
     git worktree add /tmp/ckdb-old <commit>
     python -m benchmarks.versions /tmp/ckdb-old .
+    python -m benchmarks.versions /tmp/ckdb-old . --only create --retention standard
 
 Each measurement runs in a fresh process (300 checkpoints of the 8 KiB agent state, then the
 operation); the two trees alternate, 5 rounds, medians. "caches emptied" clears the verified-bytes
@@ -26,7 +27,7 @@ sys.path.insert(0, HERE)  # the workloads module (the same for both trees)
 from benchmarks import workloads
 what = WHAT
 d = tempfile.mkdtemp()
-st = ckdb.open(d + "/s", retention=None, _unsafe_nosync=True)
+st = ckdb.open(d + "/s", retention=RETENTION, _unsafe_nosync=True)
 state = workloads.agent_state(8 << 10)
 for i in range(300):
     st.create("wf", "step", state=workloads.vary(state, i))
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("new", help="source tree of the newer ckdb")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
+        "--retention",
+        default=None,
+        help="a preset name (e.g. standard, ckdb.open's default): creates apply it; default none",
+    )
+    parser.add_argument(
         "--only", default=",".join(LABELS), help=f"comma-separated, of: {', '.join(LABELS)}"
     )
     args = parser.parse_args(argv)
@@ -87,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
             for name, src in order:
-                code = f"SRC={src!r}\nWHAT={what!r}\nHERE={here!r}\n" + CODE
+                code = f"SRC={src!r}\nWHAT={what!r}\nHERE={here!r}\nRETENTION={args.retention!r}\n"
+                code += CODE
                 out = subprocess.run(
                     [sys.executable, "-c", code], capture_output=True, text=True, check=True
                 )
                 res[name].setdefault(what, []).append(json.loads(out.stdout.splitlines()[-1]))
-    print(f"| operation (CPU, no fsync) | {args.old} | {args.new} | new / old | paired |")
+    kept = "no retention" if args.retention is None else f"retention {args.retention!r}"
+    print(f"| operation (CPU, no fsync, {kept}) | {args.old} | {args.new} | new / old | paired |")
     print("|---|---:|---:|---:|---:|")
     for what in only:
         a = statistics.median(res["old"][what])

@@ -51,7 +51,13 @@ from ckdb.layout import (
 )
 from ckdb.lifecycle import mark_quietly
 from ckdb.meta import METADATA_VERSION, Meta, datetime_of, integrity_digest, now_us
-from ckdb.pruning import AUTO_MAX, delete_victims, registry_entries, victims_by_seq
+from ckdb.pruning import (
+    AUTO_MAX,
+    auto_victims,
+    delete_victims,
+    registry_entries,
+    victims_by_seq,
+)
 from ckdb.records import (
     KIND_AUTOMATIC,
     KIND_MANUAL,
@@ -368,10 +374,13 @@ def create_checkpoint(
                 if policy is not None:
                     with txn.nested() as sub:
                         now = datetime_of(created_us)
-                        planned = plan_retention(registry_entries(t, sub, wf_key), policy, now)
-                        if planned.delete:
-                            seqs = victims_by_seq(sub, wf_key, planned.delete[:AUTO_MAX])
-                            delete_victims(t, sub, wf_key, seqs, created_us)
+                        victims: Sequence[tuple[int, str] | tuple[int, str, bytes, bytes]] | None
+                        victims = auto_victims(t, sub, wf_key, policy, now, AUTO_MAX, cid)
+                        if victims is None:  # windows or calendar buckets: the full planner
+                            planned = plan_retention(registry_entries(t, sub, wf_key), policy, now)
+                            victims = victims_by_seq(sub, wf_key, planned.delete[:AUTO_MAX])
+                        if victims:
+                            delete_victims(t, sub, wf_key, victims, created_us, keep=cid)
             except CkdbError as err:
                 _log.warning("ckdb: automatic retention of %r skipped: %s", workflow_id, err)
         # Read every value back inside the transaction and verify it before committing.

@@ -34,7 +34,14 @@ from ckdb.layout import (
 )
 from ckdb.meta import now_us
 from ckdb.reading import workflows
-from ckdb.retention import Entry, RetentionPlan, RetentionPolicy, RetentionResult, resolve_policy
+from ckdb.retention import (
+    Entry,
+    RetentionPlan,
+    RetentionPolicy,
+    RetentionResult,
+    resolve_policy,
+    simple_doomed,
+)
 from ckdb.retention import plan as plan_retention
 from ckdb.tables import Tables
 
@@ -95,6 +102,45 @@ def registry_entries(t: Tables, txn: Txn, wf_key: bytes, *, memo: bool = True) -
     return out
 
 
+def auto_victims(
+    t: Tables,
+    txn: Txn,
+    wf_key: bytes,
+    policy: RetentionPolicy,
+    now: datetime,
+    limit: int,
+    keeper: bytes,
+) -> list[tuple[int, str, bytes, bytes]] | None:
+    """Automatic retention's victims, oldest first, at most ``limit``: ``(seq, id, id bytes,
+    verified registry value)`` for :func:`delete_victims`; None if the policy needs the full
+    planner (:func:`ckdb.retention.simple_doomed`). The same entries as
+    :func:`registry_entries` gives the planner, without building them. ``keeper``: the newest
+    valid checkpoint, which here is the one the create is writing (its newest entry, valid by
+    construction: its frames are read back and verified before the commit), so no metadata is
+    read to find it."""
+    entry = t.registry.entry
+    rows: list[tuple[bytes, int, bool, bool]] = []
+    found: list[tuple[bytes, bytes]] = []
+    for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+        if not is_registry_key(key):
+            continue  # a malformed key (damage) names no sequence
+        try:
+            cid, created_us, flags = entry(key, value)
+        except IntegrityError:
+            continue  # a damaged entry's pinned flag cannot be trusted: never planned
+        rows.append((cid, created_us, bool(flags & FLAG_PINNED), bool(flags & FLAG_MARKED)))
+        found.append((key, value))
+    doomed = simple_doomed(rows, policy, now, keeper)
+    if doomed is None:
+        return None
+    seq_at = wf_key[0] + 1
+    out = []
+    for i in reversed(doomed[-limit:] if limit else []):
+        key, value = found[i]
+        out.append((SEQ.unpack_from(key, seq_at)[0], id_to_text(rows[i][0]), rows[i][0], value))
+    return out
+
+
 def _newest_valid(t: Tables, txn: Txn, wf_key: bytes) -> bytes | None:
     found = t.newest_valid(txn, wf_key)
     return None if found is None else found[0].cid
@@ -106,15 +152,17 @@ def delete_victims(
     wf_key: bytes,
     victims: Iterable[tuple[int, str] | tuple[int, str, bytes] | tuple[int, str, bytes, bytes]],
     now_us: int,
+    keep: bytes | None = None,
 ) -> tuple[list[str], list[str]]:
     """Delete whole checkpoints ``(seq, id[, id as bytes[, registry value]])`` of one workflow
     inside ``txn``. A registry value given is one that verified while planning: an entry still
-    holding exactly those bytes is not verified again.
+    holding exactly those bytes is not verified again. ``keep``: the workflow's newest valid
+    checkpoint when the caller knows it (a create: the one it writes); None: found here.
 
     Returns (deleted ids, skipped ids). A victim whose manifest cannot be read is marked, not
     half-deleted (its chunk references could not be released).
     """
-    keep_cid = _newest_valid(t, txn, wf_key)
+    keep_cid = _newest_valid(t, txn, wf_key) if keep is None else keep
     doomed: dict[bytes, bytes] = {}  # registry key -> checkpoint id
     texts: dict[bytes, str] = {}
     marked: set[bytes] = set()

@@ -18,7 +18,7 @@ decodes payloads. Applying a plan is a separate step (``Store.prune``), so a dry
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -246,6 +246,58 @@ def plan(
         else:
             keep.append(Keep(e.id, tuple(protective)))
     return RetentionPlan(workflow_id, policy.name, tuple(keep), tuple(reversed(delete)))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_EXACT_US = 1 << 52
+
+
+def simple_doomed(
+    rows: Sequence[tuple[bytes, int, bool, bool]],
+    policy: RetentionPolicy,
+    now: datetime,
+    keeper: bytes | None,
+) -> list[int] | None:
+    """What :func:`plan` deletes, for a policy of counts and ages only (every preset): the
+    indexes of the doomed ``rows`` (checkpoint id, created_at µs, pinned, marked), which come
+    newest first. ``keeper``: the id of the newest valid checkpoint, None if there is none (then
+    the newest unmarked row is kept, as the planner does). None: the policy keeps by window or
+    calendar, which only :func:`plan` decides. Automatic retention runs this at every create:
+    no reasons, ids or times are built for the rows it keeps (a property test holds it to
+    :func:`plan`)."""
+    if policy.keep_within is not None or policy.keep_hourly or policy.keep_daily:
+        return None
+    if policy.keep_weekly:
+        return None
+    protect = keeper
+    if protect is None:
+        protect = next((r[0] for r in rows if not r[3]), None)
+    limit, age = policy.max_checkpoints, policy.max_age
+    if age is not None:
+        now_us = (now - _EPOCH) // _US
+        age_us = age // _US
+    counted = 0
+    out = []
+    for i, (cid, created_us, pinned, _marked) in enumerate(rows):
+        if pinned:
+            continue
+        counted += 1
+        if limit is not None and counted > limit:
+            doomed = True
+        elif age is not None:
+            # In integer microseconds: the planner's entries take created_at through a float,
+            # which holds microseconds exactly below 2**52 µs (year 2112; the property test
+            # checks the boundary to the microsecond); beyond, the planner's own comparison
+            if created_us < _EXACT_US and now_us < _EXACT_US:
+                doomed = now_us - created_us > age_us
+            else:
+                doomed = now - datetime.fromtimestamp(created_us / 1_000_000, tz=UTC) > age
+        else:
+            doomed = False
+        if doomed and cid != protect:
+            out.append(i)
+    return out
 
 
 def _fmt(td: timedelta) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 import lmdb
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ckdb
@@ -48,6 +48,7 @@ from ckdb.retention import (
     RetentionResult,
     plan,
     resolve_policy,
+    simple_doomed,
 )
 from ckdb.tables.chunks import decode_refs
 
@@ -168,6 +169,45 @@ def check_shape(entries: list[Entry], result: Any) -> None:
     for k in result.keep:
         assert k.reasons, f"{k.id} kept without a reason"
         assert all(isinstance(r, str) and r for r in k.reasons)
+
+
+@settings(max_examples=400)  # pure and fast; the rare cases (the keeper beyond the count) need it
+@given(
+    entries=entry_lists(),
+    policy=st.one_of(policies(), policies(keep_rules=False)),
+    now=nows,
+    keeper_at=st.one_of(st.integers(0, 2), st.integers(0, 40)),
+)
+def test_the_fast_path_of_automatic_retention_agrees_with_the_planner(
+    entries: list[Entry], policy: RetentionPolicy, now: datetime, keeper_at: int
+) -> None:
+    """``simple_doomed`` (run at every create) deletes what ``plan`` deletes, for every policy
+    it accepts, whichever unmarked entry is the newest valid one (those newer than it failed
+    their metadata, so ``registry_entries`` hands them to the planner as marked)."""
+    ordered = sorted(entries, key=lambda e: -e.seq)
+    unmarked = [e for e in ordered if not e.marked]
+    keeper = unmarked[keeper_at] if keeper_at < len(unmarked) else None
+    given_plan = ordered
+    if keeper is not None:
+        given_plan = [
+            e if e.seq <= keeper.seq or e.marked else e._replace(marked=True) for e in ordered
+        ]
+    expected = plan(given_plan, policy, now).delete  # oldest first
+    rows = [
+        (e.id.encode(), round(e.created_at.timestamp() * 1_000_000), e.pinned, e.marked)
+        for e in ordered
+    ]
+    got = simple_doomed(rows, policy, now, None if keeper is None else keeper.id.encode())
+    if (
+        policy.keep_within is not None
+        or policy.keep_hourly
+        or policy.keep_daily
+        or (policy.keep_weekly)
+    ):
+        assert got is None
+        return
+    assert got is not None
+    assert [ordered[i].id for i in reversed(got)] == list(expected)
 
 
 @given(entries=entry_lists(), policy=policies(), now=nows)
@@ -1031,3 +1071,57 @@ def test_prune_batches_bound_transactions_by_cost() -> None:
         weight = with_files * (pruning.BATCH_PLAIN // pruning.BATCH) + len(b) - with_files
         assert weight < pruning.BATCH_PLAIN + pruning.BATCH_PLAIN // pruning.BATCH
     assert len(batches) < len(work) // pruning.BATCH  # plain runs share transactions
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RetentionPolicy(max_checkpoints=2),  # the fast path
+        RetentionPolicy(max_checkpoints=2, keep_hourly=1),  # the full planner (same victims)
+    ],
+)
+def test_automatic_retention_deletes_the_oldest_first_at_most_auto_max(
+    tmp_path: Path, policy: RetentionPolicy
+) -> None:
+    with ckdb.open(tmp_path / "s.ckdb", retention=None) as store:
+        for i in range(20):
+            store.create("wf", f"p{i}", state={"i": i})
+        store.pin(store.list("wf")[-1].id)  # the oldest: never deleted, not counted
+        store.set_retention("wf", policy)
+        store.create("wf", "p20", state={"i": 20})
+        # 20 unpinned of 21, 2 kept: 18 doomed, the oldest 16 (AUTO_MAX) deleted this time
+        assert pruning.AUTO_MAX == 16
+        seqs = sorted(i.sequence for i in store.list("wf"))
+        assert seqs == [1, 18, 19, 20, 21]
+        store.create("wf", "p21", state={"i": 21})  # the rest now
+        assert sorted(i.sequence for i in store.list("wf")) == [1, 21, 22]
+
+
+@given(
+    now_us=st.integers(1_600_000_000_000_000, 1_900_000_000_000_000)
+    | st.integers(4_400_000_000_000_000, 4_600_000_000_000_000)  # around 2**52 µs
+    | st.integers(10**17, 2 * 10**17),
+    age_us=st.integers(0, 10**12),
+    deltas=st.lists(st.integers(-5, 5) | st.integers(-(10**9), 10**9), min_size=1, max_size=12),
+)
+def test_the_fast_path_ages_match_the_planner_to_the_microsecond(
+    now_us: int, age_us: int, deltas: list[int]
+) -> None:
+    """Real created_at values are arbitrary microseconds, which the planner's entries take
+    through a float (``registry_entries``): the fast path agrees at the age boundary too."""
+    now = datetime.fromtimestamp(now_us / 1_000_000, tz=UTC)  # as a create computes it
+    policy = RetentionPolicy(max_age=timedelta(microseconds=age_us))
+    created = sorted((now_us - age_us + d for d in deltas), reverse=True)
+    entries = [
+        Entry(
+            seq=len(created) - i,
+            id=f"c{i:03d}",
+            created_at=datetime.fromtimestamp(c / 1_000_000, tz=UTC),
+            marked=i == 0,  # the newest one marked: the next is the newest valid
+        )
+        for i, c in enumerate(created)
+    ]
+    rows = [(e.id.encode(), c, False, e.marked) for e, c in zip(entries, created, strict=True)]
+    got = simple_doomed(rows, policy, now, None)
+    assert got is not None
+    assert [entries[i].id for i in reversed(got)] == list(plan(entries, policy, now).delete)

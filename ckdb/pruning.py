@@ -57,8 +57,9 @@ def registry_entries(t: Tables, txn: Txn, wf_key: bytes, *, memo: bool = True) -
     Unmarked entries newer than the newest valid one failed verification: they are passed as
     marked, so the planner keeps the real resume point.
 
-    ``memo``: verify through the memo (automatic retention, which plans the same few entries at
-    every create). A prune plans every entry once and passes each verified value to its delete,
+    ``memo``: verify through the memo (automatic retention with window or calendar rules, which
+    plans the same few entries at every create; counts and ages take ``auto_victims``). A
+    prune plans every entry once and passes each verified value to its delete,
     which compares bytes instead (``memo=False``: the batch verifier, nothing memoised)."""
     keeper = _newest_valid(t, txn, wf_key)
     out: list[Entry] = []
@@ -115,9 +116,9 @@ def auto_victims(
     verified registry value)`` for :func:`delete_victims`; None if the policy needs the full
     planner (:func:`ckdb.retention.simple_doomed`). The same entries as
     :func:`registry_entries` gives the planner, without building them. ``keeper``: the newest
-    valid checkpoint, which here is the one the create is writing (its newest entry, valid by
-    construction: its frames are read back and verified before the commit), so no metadata is
-    read to find it."""
+    valid checkpoint, which here is the one the create is writing (its entry is above every
+    well-formed key, unmarked, and its metadata was built in this transaction; a failed
+    read-back aborts the transaction, deletions included), so no metadata is read to find it."""
     entry = t.registry.entry
     rows: list[tuple[bytes, int, bool, bool]] = []
     found: list[tuple[bytes, bytes]] = []

@@ -236,6 +236,27 @@ class Txn:
             elif not cur.next():
                 return n
 
+    def delete_matching(
+        self, db: bytes, lo: bytes, hi: bytes, expected: dict[bytes, bytes]
+    ) -> list[bytes]:
+        """One cursor pass over ``lo <= key < hi`` deleting each key of ``expected`` whose value
+        is still exactly ``expected[key]``. Returns the keys deleted, in key order."""
+        cur = self._txn.cursor(db=self._dbs[db])
+        out: list[bytes] = []
+        if not cur.set_range(lo):
+            return out
+        while True:
+            key = cur.key()
+            if not key or key >= hi:
+                return out
+            want = expected.get(key)
+            if want is not None and cur.value() == want:
+                if not cur.delete():
+                    return out
+                out.append(key)
+            elif not cur.next():
+                return out
+
     def pages_in_use(self) -> int:
         """Branch, leaf and overflow pages of every sub-database and the main database."""
         total = 0

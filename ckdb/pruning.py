@@ -41,6 +41,7 @@ from ckdb.retention import (
     RetentionResult,
     resolve_policy,
     simple_doomed,
+    simple_plan,
 )
 from ckdb.retention import plan as plan_retention
 from ckdb.tables import Tables
@@ -142,6 +143,41 @@ def auto_victims(
     return out
 
 
+def plan_simple(
+    t: Tables, txn: Txn, wf_key: bytes, policy: RetentionPolicy, now: datetime, name: str
+) -> tuple[RetentionPlan, list[Work]] | None:
+    """A prune's plan of one workflow for a policy of counts and ages
+    (:func:`ckdb.retention.simple_plan`) and its work, oldest first; None for a window or
+    calendar policy (:func:`registry_entries` and the full planner). The same entries as
+    :func:`registry_entries` hands the planner, verified by the batch verifier, with no
+    planner entry, datetime or id text built for a row the plan does not name."""
+    verify = RegistryVerifier(t.keys.mac)
+    rows: list[tuple[bytes, int, bool, bool]] = []
+    found: list[tuple[bytes, bytes, int]] = []
+    for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
+        if not is_registry_key(key):
+            continue  # a malformed key (damage) names no sequence
+        entry = verify(key, value)
+        if entry is None:
+            continue  # a damaged entry's pinned flag cannot be trusted: never planned
+        cid, created_us, flags = entry
+        rows.append((cid, created_us, bool(flags & FLAG_PINNED), bool(flags & FLAG_MARKED)))
+        found.append((key, value, flags))
+    got = simple_plan(
+        rows, policy, now, _newest_valid(t, txn, wf_key), id_to_text, workflow_id=name
+    )
+    if got is None:
+        return None
+    planned, doomed = got
+    seq_at = wf_key[0] + 1
+    work: list[Work] = []
+    for i, text_id in zip(reversed(doomed), planned.delete, strict=True):
+        key, value, flags = found[i]
+        seq = SEQ.unpack_from(key, seq_at)[0]
+        work.append((wf_key, seq, text_id, rows[i][0], bool(flags & FLAG_FILES), value))
+    return planned, work
+
+
 def _newest_valid(t: Tables, txn: Txn, wf_key: bytes) -> bytes | None:
     found = t.newest_valid(txn, wf_key)
     return None if found is None else found[0].cid
@@ -168,7 +204,32 @@ def delete_victims(
     texts: dict[bytes, str] = {}
     marked: set[bytes] = set()
     skipped: list[str] = []
-    for victim in victims:
+    # Victims planned from verified bytes, unpinned and with no files to release: their
+    # entries go in one cursor pass that deletes each still holding exactly those bytes (the
+    # flags that verified then are the flags now). Any other victim is judged one by one below.
+    quick: dict[bytes, bytes] = {}
+    by_key: dict[bytes, tuple[int, str, bytes]] = {}
+    rest = []
+    order = [v if len(v) > 2 else (v[0], v[1], id_from_text(v[1])) for v in victims]
+    for victim in order:
+        if (
+            len(victim) > 3
+            and not victim[3][24] & (FLAG_FILES | FLAG_PINNED)
+            and victim[2] != keep_cid
+        ):
+            reg_key = registry_key(wf_key, victim[0])
+            quick[reg_key] = victim[3]
+            by_key[reg_key] = victim[:3]
+        else:
+            rest.append(victim)
+    for reg_key in t.registry.delete_unchanged(txn, quick):
+        _seq, text_id, cid = by_key.pop(reg_key)
+        texts[cid] = text_id
+        if quick[reg_key][24] & FLAG_MARKED:
+            marked.add(cid)
+    gone = list(texts)
+    rest.extend(by_key.values())  # changed since planning: judged in full
+    for victim in rest:
         seq, text_id = victim[0], victim[1]
         cid = victim[2] if len(victim) > 2 else id_from_text(text_id)
         reg_key = registry_key(wf_key, seq)
@@ -202,17 +263,18 @@ def delete_victims(
         texts[cid] = text_id
         if flags & FLAG_MARKED:
             marked.add(cid)
-    if not doomed:
+    if not doomed and not gone:
         return [], skipped
-    # Registry: one cursor pass from the first to the last victim, deleting victims only.
-    t.registry.delete_many(txn, sorted(doomed))
-    cids = sorted(doomed.values())
+    if doomed:  # registry: one cursor pass from the first to the last victim, victims only
+        t.registry.delete_many(txn, sorted(doomed))
+    cids = sorted([*gone, *doomed.values()])
     t.checkpoints.delete_many(txn, cids)
     t.payloads.delete_many(txn, cids)  # one cursor, in key order
     if marked:  # only marked checkpoints have marks records (mark() sets the flag)
         t.marks.delete_many(txn, sorted(marked))
     t.note_change(txn, wf_key, deleted=cids)
-    return [texts[c] for c in doomed.values()], skipped
+    deleted = set(gone).union(doomed.values())
+    return [v[1] for v in order if v[2] in deleted], skipped
 
 
 Work = tuple[bytes, int, str, bytes, bool, bytes]  # (workflow key, seq, id, cid, files, value)
@@ -272,17 +334,23 @@ def prune(
     for name in names:
         wf_key = t.keys.wf_key(name)
         with t.env.read() as txn:
-            entries = registry_entries(t, txn, wf_key, memo=False)
             wf_policy = override or t.policy(txn, wf_key)
-        if wf_policy is None:
-            continue
-        planned = plan_retention(entries, wf_policy, now, workflow_id=name)
+            if wf_policy is None:
+                continue
+            fast = plan_simple(t, txn, wf_key, wf_policy, now, name)
+            if fast is None:
+                entries = registry_entries(t, txn, wf_key, memo=False)
+        if fast is not None:
+            planned, doomed = fast
+            work.extend(doomed)
+        else:
+            planned = plan_retention(entries, wf_policy, now, workflow_id=name)
+            by_id = {e.id: e for e in entries}
+            work.extend(
+                (wf_key, by_id[i].seq, i, by_id[i].cid, by_id[i].files, by_id[i].value)
+                for i in planned.delete
+            )
         plans.append(planned)
-        by_id = {e.id: e for e in entries}
-        work.extend(
-            (wf_key, by_id[i].seq, i, by_id[i].cid, by_id[i].files, by_id[i].value)
-            for i in planned.delete
-        )
     if not dry_run:
         for batch in prune_batches(work):
 

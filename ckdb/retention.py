@@ -18,7 +18,7 @@ decodes payloads. Applying a plan is a separate step (``Store.prune``), so a dry
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -266,38 +266,105 @@ def simple_doomed(
     calendar, which only :func:`plan` decides. Automatic retention runs this at every create:
     no reasons, ids or times are built for the rows it keeps (a property test holds it to
     :func:`plan`)."""
-    if policy.keep_within is not None or policy.keep_hourly or policy.keep_daily:
+    if not _simple(policy):
         return None
-    if policy.keep_weekly:
+    protect = _protected(rows, keeper)
+    return [
+        i for i, doomed in enumerate(_beyond(rows, policy, now)) if doomed and rows[i][0] != protect
+    ]
+
+
+def simple_plan(
+    rows: Sequence[tuple[bytes, int, bool, bool]],
+    policy: RetentionPolicy,
+    now: datetime,
+    keeper: bytes | None,
+    text: Callable[[bytes], str],
+    *,
+    workflow_id: str = "",
+) -> tuple[RetentionPlan, list[int]] | None:
+    """:func:`plan` for the policies :func:`simple_doomed` accepts, from the same ``rows``
+    (newest first), and the indexes of the doomed rows (oldest last, as the rows come). Reasons
+    and id texts (``text``) are built for what the plan reports, never an :class:`Entry` or a
+    datetime per row: a prune of 10,000 entries plans in a fraction of the time. None: a
+    window or calendar policy (a property test holds it to :func:`plan`)."""
+    if not _simple(policy):
         return None
-    protect = keeper
-    if protect is None:
-        protect = next((r[0] for r in rows if not r[3]), None)
+    protect = _protected(rows, keeper)
+    why = []
+    if policy.max_checkpoints is not None:
+        why.append(f"among the newest {policy.max_checkpoints}")
+    if policy.max_age is not None:
+        why.append(f"younger than {_fmt(policy.max_age)}")
+    within = (" and ".join(why) if why else "no limit in policy",)
+    keep: list[Keep] = []
+    doomed_at: list[int] = []
+    for i, doomed in enumerate(_beyond(rows, policy, now)):
+        cid, _created, pinned, _marked = rows[i]
+        if cid == protect:
+            reasons: tuple[str, ...] = ("newest valid checkpoint",)
+            if pinned:
+                reasons += ("pinned",)
+            elif not doomed:
+                reasons += within
+        elif pinned:
+            reasons = ("pinned",)
+        elif doomed:
+            doomed_at.append(i)
+            continue
+        else:
+            reasons = within
+        keep.append(Keep(text(cid), reasons))
+    delete = tuple(text(rows[i][0]) for i in reversed(doomed_at))
+    return RetentionPlan(workflow_id, policy.name, tuple(keep), delete), doomed_at
+
+
+def _simple(policy: RetentionPolicy) -> bool:
+    """Does the policy keep by counts and ages only (no window, no calendar buckets)?"""
+    return not (
+        policy.keep_within is not None
+        or policy.keep_hourly
+        or policy.keep_daily
+        or policy.keep_weekly
+    )
+
+
+def _protected(rows: Sequence[tuple[bytes, int, bool, bool]], keeper: bytes | None) -> bytes | None:
+    """The row the plan keeps as the newest valid checkpoint: ``keeper``, else the newest
+    unmarked row (as :func:`plan` decides without one)."""
+    if keeper is not None:
+        return keeper
+    return next((r[0] for r in rows if not r[3]), None)
+
+
+def _beyond(
+    rows: Sequence[tuple[bytes, int, bool, bool]], policy: RetentionPolicy, now: datetime
+) -> Iterator[bool]:
+    """Per row (newest first): is it beyond the policy's count or age? Pinned rows are never
+    beyond, nor counted. The rule of both fast paths (property tests hold them to
+    :func:`plan`, which decides the same in its own loop)."""
     limit, age = policy.max_checkpoints, policy.max_age
     if age is not None:
         now_us = (now - _EPOCH) // _US
         age_us = age // _US
     counted = 0
-    out = []
-    for i, (cid, created_us, pinned, _marked) in enumerate(rows):
+    for _cid, created_us, pinned, _marked in rows:
         if pinned:
+            yield False
             continue
         counted += 1
         if limit is not None and counted > limit:
-            doomed = True
+            yield True
         elif age is not None:
             # In integer microseconds: the planner's entries take created_at through a float,
             # which holds microseconds exactly below 2**52 µs (year 2112; the property test
             # checks the boundary to the microsecond); beyond, the planner's own comparison
             if created_us < _EXACT_US and now_us < _EXACT_US:
-                doomed = now_us - created_us > age_us
+                yield now_us - created_us > age_us
             else:
-                doomed = now - datetime.fromtimestamp(created_us / 1_000_000, tz=UTC) > age
+                yield now - datetime.fromtimestamp(created_us / 1_000_000, tz=UTC) > age
         else:
-            doomed = False
-        if doomed and cid != protect:
-            out.append(i)
-    return out
+            yield False
 
 
 def _fmt(td: timedelta) -> str:

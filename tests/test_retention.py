@@ -17,7 +17,7 @@ workflows, ``now``, marks, pins, bounded transactions, skipped victims) and chun
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from ckdb.retention import (
     plan,
     resolve_policy,
     simple_doomed,
+    simple_plan,
 )
 from ckdb.tables.chunks import decode_refs
 
@@ -181,7 +182,8 @@ def check_shape(entries: list[Entry], result: Any) -> None:
 def test_the_fast_path_of_automatic_retention_agrees_with_the_planner(
     entries: list[Entry], policy: RetentionPolicy, now: datetime, keeper_at: int
 ) -> None:
-    """``simple_doomed`` (run at every create) deletes what ``plan`` deletes, for every policy
+    """``simple_doomed`` (run at every create) deletes what ``plan`` deletes, and
+    ``simple_plan`` (a prune) plans what ``plan`` plans, for every policy
     it accepts, whichever unmarked entry is the newest valid one (those newer than it failed
     their metadata, so ``registry_entries`` hands them to the planner as marked)."""
     ordered = sorted(entries, key=lambda e: -e.seq)
@@ -192,12 +194,22 @@ def test_the_fast_path_of_automatic_retention_agrees_with_the_planner(
         given_plan = [
             e if e.seq <= keeper.seq or e.marked else e._replace(marked=True) for e in ordered
         ]
-    expected = plan(given_plan, policy, now).delete  # oldest first
+    whole = plan(given_plan, policy, now, workflow_id="wf")
+    expected = whole.delete  # oldest first
     rows = [
         (e.id.encode(), round(e.created_at.timestamp() * 1_000_000), e.pinned, e.marked)
         for e in ordered
     ]
-    got = simple_doomed(rows, policy, now, None if keeper is None else keeper.id.encode())
+    keeper_cid = None if keeper is None else keeper.id.encode()
+    got = simple_doomed(rows, policy, now, keeper_cid)
+    # A prune's fast path: the whole plan, reasons and order included, and the same rows.
+    prune_plan = simple_plan(rows, policy, now, keeper_cid, bytes.decode, workflow_id="wf")
+    if got is None:
+        assert prune_plan is None
+    else:
+        assert prune_plan is not None
+        assert prune_plan[0] == whole
+        assert prune_plan[1] == got
     if (
         policy.keep_within is not None
         or policy.keep_hourly
@@ -756,47 +768,59 @@ def test_prune_runs_in_bounded_transactions(
     assert st_["checkpoints"] == 10 == st_["payload_frames"]
 
 
+# Both planners run in a prune: counts and ages take the fast path (``simple_plan``), windows
+# and calendars the full one (``plan``). A window of zero keeps nothing more than the newest,
+# so both policies below plan the same victims.
+PLANNERS = {
+    "fast": lambda n: RetentionPolicy(max_checkpoints=n),
+    "full": lambda n: RetentionPolicy(max_checkpoints=n, keep_within=timedelta(0)),
+}
+
+
+def after_planning(monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]) -> None:
+    """Run ``hook`` between a prune's planning and its deletions, whichever planner plans."""
+    for name in ("plan_retention", "simple_plan"):
+        real = getattr(pruning, name)
+
+        def planned_then(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            if out is not None:  # None: simple_plan handed the policy to the full planner
+                hook()
+            return out
+
+        monkeypatch.setattr(pruning, name, planned_then)
+
+
+@pytest.mark.parametrize("planner", sorted(PLANNERS))
 def test_victim_pinned_after_planning_is_skipped(
-    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch, planner: str
 ) -> None:
     created = fill(store, "wf", 8)
-    real_plan = pruning.plan_retention
-
-    def plan_then_pin(*args: Any, **kwargs: Any) -> Any:
-        planned = real_plan(*args, **kwargs)
-        store.pin(created[0])  # another thread pins a victim between planning and deleting
-        return planned
-
-    monkeypatch.setattr(pruning, "plan_retention", plan_then_pin)
-    result = store.prune("wf", RetentionPolicy(max_checkpoints=2))
+    # another thread pins a victim between planning and deleting
+    after_planning(monkeypatch, lambda: store.pin(created[0]))
+    result = store.prune("wf", PLANNERS[planner](2))
     assert created[0] in result.planned
     assert created[0] in result.skipped and created[0] not in result.deleted
     assert set(ids_of(store, "wf")) == {created[0], *created[-2:]}
 
 
+@pytest.mark.parametrize("planner", sorted(PLANNERS))
 def test_victim_damaged_after_planning_is_skipped(
-    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch, planner: str
 ) -> None:
     """A prune trusts a victim's registry entry without verifying it again only while it holds
     exactly the bytes that verified while planning: an entry damaged meanwhile (a bit of its
     time flipped, so its tag fails) is verified, fails, and is not deleted."""
     created = fill(store, "wf", 6)
     victim_key = workflow_key("wf") + (1).to_bytes(8, "big")
-    real_plan = pruning.plan_retention
 
-    def plan_then_damage(*args: Any, **kwargs: Any) -> Any:
-        planned = real_plan(*args, **kwargs)
+    def flip(txn: Any) -> None:
+        value = bytearray(txn.get(DB_REGISTRY, victim_key))
+        value[20] ^= 0x01  # a byte of created_at: the tag no longer matches
+        txn.put(DB_REGISTRY, victim_key, bytes(value))
 
-        def flip(txn: Any) -> None:
-            value = bytearray(txn.get(DB_REGISTRY, victim_key))
-            value[20] ^= 0x01  # a byte of created_at: the tag no longer matches
-            txn.put(DB_REGISTRY, victim_key, bytes(value))
-
-        store._env.write(flip)
-        return planned
-
-    monkeypatch.setattr(pruning, "plan_retention", plan_then_damage)
-    result = store.prune("wf", RetentionPolicy(max_checkpoints=2))
+    after_planning(monkeypatch, lambda: store._env.write(flip))
+    result = store.prune("wf", PLANNERS[planner](2))
     assert created[0] in result.planned and created[0] in result.skipped
     assert created[0] not in result.deleted
     assert set(result.deleted) == set(created[1:4])
@@ -819,38 +843,26 @@ def test_a_malformed_registry_key_does_not_stop_a_prune(store_path: Path) -> Non
         assert [i.id for i in s.list("wf") if i.status == "valid"] == created[:2:-1]
 
 
+@pytest.mark.parametrize("planner", sorted(PLANNERS))
 def test_victim_deleted_after_planning_is_skipped(
-    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch, planner: str
 ) -> None:
     created = fill(store, "wf", 5)
-    real_plan = pruning.plan_retention
-
-    def plan_then_delete(*args: Any, **kwargs: Any) -> Any:
-        planned = real_plan(*args, **kwargs)
-        store.delete(created[0])
-        return planned
-
-    monkeypatch.setattr(pruning, "plan_retention", plan_then_delete)
-    result = store.prune("wf", RetentionPolicy(max_checkpoints=2))
+    after_planning(monkeypatch, lambda: store.delete(created[0]))
+    result = store.prune("wf", PLANNERS[planner](2))
     assert created[0] in result.skipped
     assert ids_of(store, "wf") == created[-2:]
 
 
+@pytest.mark.parametrize("planner", sorted(PLANNERS))
 def test_newest_marked_after_planning_is_not_deleted(
-    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch, planner: str
 ) -> None:
     """Planned with the newest valid, then the newest is marked: the one that is now the newest
     valid checkpoint must survive even though the plan had it as a victim."""
     created = fill(store, "wf", 4)
-    real_plan = pruning.plan_retention
-
-    def plan_then_mark(*args: Any, **kwargs: Any) -> Any:
-        planned = real_plan(*args, **kwargs)
-        store.mark(created[-1], "test: damaged meanwhile")
-        return planned
-
-    monkeypatch.setattr(pruning, "plan_retention", plan_then_mark)
-    result = store.prune("wf", RetentionPolicy(max_checkpoints=1))
+    after_planning(monkeypatch, lambda: store.mark(created[-1], "test: damaged meanwhile"))
+    result = store.prune("wf", PLANNERS[planner](1))
     assert created[-2] in result.skipped
     assert ids_of(store, "wf") == created[-2:]
     assert store.latest("wf").id == created[-2]  # type: ignore[union-attr]

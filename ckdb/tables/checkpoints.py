@@ -158,6 +158,18 @@ class Registry:
         txn.delete_keys_in_range(DB_REGISTRY, keys[0], keys[-1] + b"\x00", set(keys))
         self._keep_past(txn, keys)
 
+    def delete_unchanged(self, txn: Txn, expected: dict[bytes, bytes]) -> list[bytes]:
+        """Delete the entries of ``expected`` (key -> the value that verified) still holding
+        exactly those bytes, in one cursor pass from the least key to the greatest. Returns the
+        keys deleted; an entry that changed since it verified stays, for the caller to judge."""
+        if not expected:
+            return []
+        lo, hi = min(expected), max(expected) + b"\x00"
+        gone = txn.delete_matching(DB_REGISTRY, lo, hi, expected)
+        if gone:
+            self._keep_past(txn, gone)
+        return gone
+
     def newest(self, txn: Txn, wf_key: bytes, *, parent: bool = True) -> tuple[int, bytes | None]:
         """(the newest sequence among the workflow's registry keys, 0 if none; the id of the
         newest entry that verifies, None if none or ``parent`` is false). A malformed key
@@ -182,12 +194,13 @@ class Registry:
         """After deleting ``keys``: per workflow, if the newest deleted sequence is newer than
         every entry left, the workflow record must remember it (no sequence is reused)."""
         last: dict[bytes, bytes] = {}  # workflow key -> its greatest well-formed key deleted
-        for key in keys:
-            if not is_registry_key(key):
-                continue  # a malformed key (damage being removed) names no sequence
+        for key in sorted(keys, reverse=True):  # the greatest of each workflow first
+            if not key:
+                continue
             wf_key = key[: key[0] + 1]
-            if key > last.get(wf_key, b""):  # same prefix, fixed-width big-endian sequence
-                last[wf_key] = key
+            if wf_key in last or not is_registry_key(key):
+                continue  # a malformed key (damage being removed) names no sequence
+            last[wf_key] = key  # same prefix, fixed-width big-endian sequence
         for wf_key, key in last.items():
             seq = split_registry_key(key)[1]
             if self.newest(txn, wf_key, parent=False)[0] < seq:

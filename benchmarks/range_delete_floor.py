@@ -11,6 +11,11 @@ transaction that deletes the oldest 9,000 and commits:
   sub-database deletes from the first key forward. N = 1 is "a small checkpoint is one record".
 - ``1 sub-db + id index``: the same single record plus an index from a random 16-byte id to the
   slot, whose 9,000 entries are deleted by key (they are not contiguous).
+- ``1 sub-db, slot-sized``: one record per checkpoint of ``SLOT`` bytes (head, metadata frame and
+  bundle of ``benchmarks/prune.py``'s small states in one value, as the slot layout would store
+  them), deleted by one cursor; ``+ ids read`` also reads each doomed record's 16-byte id and
+  turns it into its 26-character text before deleting it, which a prune's result (the ids it
+  deleted) needs.
 
 This is what the slot layout in docs/design.md is measured against: prune's goal (20x faster than
 the SQL delete of ``benchmarks/prune.py``) is at or below the one-sub-database case. Medians of
@@ -28,12 +33,17 @@ import time
 
 import lmdb
 
+from ckdb.layout import id_to_text  # pure Python, no store: the text form a result carries
+
 CHECKPOINTS = 10_000
 DELETE = 9_000
 PREFIX = b"\x05wf-00"
+SLOT = 1_500  # bytes: a small checkpoint's head, metadata frame and bundle in one value
 
 
-def _build(path: str, sub_dbs: int, index: bool) -> tuple[lmdb.Environment, list, object]:
+def _build(
+    path: str, sub_dbs: int, index: bool, first: int = 43
+) -> tuple[lmdb.Environment, list, object]:
     env = lmdb.open(path, max_dbs=8, map_size=1 << 30, sync=True)
     dbs = [env.open_db(f"d{i}".encode()) for i in range(sub_dbs)]
     idx = env.open_db(b"ids") if index else None
@@ -41,13 +51,13 @@ def _build(path: str, sub_dbs: int, index: bool) -> tuple[lmdb.Environment, list
         for seq in range(CHECKPOINTS):
             key = PREFIX + seq.to_bytes(8, "big")
             for i, db in enumerate(dbs):
-                txn.put(key, os.urandom(43 if i == 0 else 600), db=db)
+                txn.put(key, os.urandom(first if i == 0 else 600), db=db)
             if idx is not None:
                 txn.put(os.urandom(16), key, db=idx)
     return env, dbs, idx
 
 
-def _prune(env: lmdb.Environment, dbs: list, idx: object) -> float:
+def _prune(env: lmdb.Environment, dbs: list, idx: object, ids: bool = False) -> float:
     doomed_ids: list[bytes] = []
     if idx is not None:  # which ids point at the doomed slots (found before the timed part)
         with env.begin() as txn:
@@ -59,8 +69,16 @@ def _prune(env: lmdb.Environment, dbs: list, idx: object) -> float:
             cur = txn.cursor(db=db)
             cur.set_range(PREFIX)
             n = 0
-            while n < DELETE and cur.delete():
-                n += 1
+            if ids:  # the prune's result: the id text of every record it deletes
+                texts = []
+                while n < DELETE:
+                    texts.append(id_to_text(cur.value()[:16]))
+                    if not cur.delete():
+                        break
+                    n += 1
+            else:
+                while n < DELETE and cur.delete():
+                    n += 1
             assert n == DELETE, n
         for k in doomed_ids:
             txn.delete(k, db=idx)
@@ -72,10 +90,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     cases = [
-        ("1 sub-db, contiguous", 1, False),
-        ("2 sub-dbs, contiguous", 2, False),
-        ("3 sub-dbs, contiguous", 3, False),
-        ("1 sub-db + id index", 1, True),
+        ("1 sub-db, contiguous", 1, False, 43, False),
+        ("2 sub-dbs, contiguous", 2, False, 43, False),
+        ("3 sub-dbs, contiguous", 3, False, 43, False),
+        ("1 sub-db + id index", 1, True, 43, False),
+        (f"1 sub-db, slot-sized ({SLOT:,} B)", 1, False, SLOT, False),
+        (f"1 sub-db, slot-sized ({SLOT:,} B) + ids read", 1, False, SLOT, True),
     ]
     print(
         f"delete {DELETE:,} of {CHECKPOINTS:,} keys per sub-db, one transaction, fsync; "
@@ -83,13 +103,13 @@ def main() -> None:
     )
     print("| layout | delete + commit (ms) | runs (ms) |")
     print("|---|---:|---|")
-    for name, sub_dbs, index in cases:
+    for name, sub_dbs, index, first, ids in cases:
         runs = []
         for _ in range(args.repeats):
             path = tempfile.mkdtemp(prefix="ckdb-floor-")
             try:
-                env, dbs, idx = _build(path, sub_dbs, index)
-                runs.append(_prune(env, dbs, idx))
+                env, dbs, idx = _build(path, sub_dbs, index, first)
+                runs.append(_prune(env, dbs, idx, ids))
                 env.close()
             finally:
                 shutil.rmtree(path)

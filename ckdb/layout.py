@@ -276,15 +276,35 @@ new_id = IdGenerator().new
 
 
 _PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits -> two digits
-_SHIFTS = tuple(range(120, -10, -10))
+_MASK40 = (1 << 40) - 1
 
 
 @functools.lru_cache(maxsize=65536)
 def id_to_text(cid: bytes) -> str:
     """26 Crockford base32 digits of the 128-bit id (2 leading zero bits), two digits (10 bits)
-    per table lookup: 2x faster than base64.b32encode, which is a Python loop."""
+    per table lookup: 2x faster than base64.b32encode, which is a Python loop. The id is cut
+    into three integers of at most 48 bits first (shifting one 128-bit integer thirteen times
+    took 1.6x as long: a prune names every id it deletes)."""
     n = int.from_bytes(cid, "big")
-    return "".join([_PAIRS[(n >> s) & 1023] for s in _SHIFTS])
+    a, b, c = n >> 80, (n >> 40) & _MASK40, n & _MASK40
+    p = _PAIRS
+    return "".join(
+        (
+            p[a >> 40],
+            p[(a >> 30) & 1023],
+            p[(a >> 20) & 1023],
+            p[(a >> 10) & 1023],
+            p[a & 1023],
+            p[b >> 30],
+            p[(b >> 20) & 1023],
+            p[(b >> 10) & 1023],
+            p[b & 1023],
+            p[c >> 30],
+            p[(c >> 20) & 1023],
+            p[(c >> 10) & 1023],
+            p[c & 1023],
+        )
+    )
 
 
 def id_from_text(text: object) -> bytes:

@@ -432,7 +432,7 @@ def _forget(peer: P.CkdbPeer) -> None:
     """Empty what ckdb remembers about verified values (as after opening the store)."""
     peer.store._verified.clear()  # noqa: SLF001 - a benchmark may look inside
     ckmeta._parse_cached.cache_clear()  # noqa: SLF001
-    layout.id_to_text.cache_clear()
+    getattr(layout.id_to_text, "cache_clear", lambda: None)()  # cached before 0.5.1
 
 
 def sec_prune(ctx: Ctx) -> None:

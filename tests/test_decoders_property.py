@@ -105,6 +105,16 @@ def test_id_text_round_trip(cid: bytes) -> None:
     assert len(text) == layout.ID_TEXT_LEN
     assert layout.id_from_text(text) == cid
     assert layout.id_from_text(text.lower()) == cid
+    # the compiled text (ulid_transform) is the Python reference's, digit for digit
+    assert text == layout.id_text_py(cid)
+
+
+@given(cid=st.binary(max_size=40).filter(lambda b: len(b) != 16))
+def test_id_text_of_a_damaged_id_field_is_text_not_an_error(cid: bytes) -> None:
+    """A damaged record's id field may have any length: its text (for a finding) is the
+    Python form's, never the compiled library's ValueError; the same for a bytearray."""
+    assert layout.id_to_text(cid) == layout.id_text_py(cid)
+    assert layout.id_to_text(bytearray(cid)) == layout.id_text_py(cid)
 
 
 @given(wf=strategies.names, seq=st.integers(0, 2**64 - 1))

@@ -42,6 +42,7 @@ from ckdb.retention import (
     resolve_policy,
     simple_doomed,
     simple_plan,
+    simple_policy,
 )
 from ckdb.retention import plan as plan_retention
 from ckdb.tables import Tables
@@ -151,6 +152,8 @@ def plan_simple(
     calendar policy (:func:`registry_entries` and the full planner). The same entries as
     :func:`registry_entries` hands the planner, verified by the batch verifier, with no
     planner entry, datetime or id text built for a row the plan does not name."""
+    if not simple_policy(policy):
+        return None  # before reading anything: the full planner reads it all again
     verify = RegistryVerifier(t.keys.mac)
     rows: list[tuple[bytes, int, bool, bool]] = []
     found: list[tuple[bytes, bytes, int]] = []
@@ -208,27 +211,25 @@ def delete_victims(
     # entries go in one cursor pass that deletes each still holding exactly those bytes (the
     # flags that verified then are the flags now). Any other victim is judged one by one below.
     quick: dict[bytes, bytes] = {}
-    by_key: dict[bytes, tuple[int, str, bytes]] = {}
-    rest = []
     order = [v if len(v) > 2 else (v[0], v[1], id_from_text(v[1])) for v in victims]
-    for victim in order:
+    keys = [registry_key(wf_key, v[0]) for v in order]
+    for reg_key, victim in zip(keys, order, strict=True):
         if (
             len(victim) > 3
             and not victim[3][24] & (FLAG_FILES | FLAG_PINNED)
             and victim[2] != keep_cid
         ):
-            reg_key = registry_key(wf_key, victim[0])
             quick[reg_key] = victim[3]
-            by_key[reg_key] = victim[:3]
-        else:
-            rest.append(victim)
-    for reg_key in t.registry.delete_unchanged(txn, quick):
-        _seq, text_id, cid = by_key.pop(reg_key)
-        texts[cid] = text_id
-        if quick[reg_key][24] & FLAG_MARKED:
-            marked.add(cid)
-    gone = list(texts)
-    rest.extend(by_key.values())  # changed since planning: judged in full
+    gone_keys = set(t.registry.delete_unchanged(txn, quick))
+    gone: list[bytes] = []
+    for reg_key, victim in zip(keys, order, strict=True):
+        if reg_key in gone_keys:
+            gone.append(victim[2])
+            texts[victim[2]] = victim[1]
+            if quick[reg_key][24] & FLAG_MARKED:
+                marked.add(victim[2])
+    # The rest, in plan order (changed since planning, pinned, with files): judged in full.
+    rest = [v for k, v in zip(keys, order, strict=True) if k not in gone_keys]
     for victim in rest:
         seq, text_id = victim[0], victim[1]
         cid = victim[2] if len(victim) > 2 else id_from_text(text_id)
@@ -273,8 +274,8 @@ def delete_victims(
     if marked:  # only marked checkpoints have marks records (mark() sets the flag)
         t.marks.delete_many(txn, sorted(marked))
     t.note_change(txn, wf_key, deleted=cids)
-    deleted = set(gone).union(doomed.values())
-    return [v[1] for v in order if v[2] in deleted], skipped
+    gone_keys.update(doomed)  # by registry key: an id at two sequences is named once per slot
+    return [v[1] for k, v in zip(keys, order, strict=True) if k in gone_keys], skipped
 
 
 Work = tuple[bytes, int, str, bytes, bool, bytes]  # (workflow key, seq, id, cid, files, value)

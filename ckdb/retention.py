@@ -266,7 +266,7 @@ def simple_doomed(
     calendar, which only :func:`plan` decides. Automatic retention runs this at every create:
     no reasons, ids or times are built for the rows it keeps (a property test holds it to
     :func:`plan`)."""
-    if not _simple(policy):
+    if not simple_policy(policy):
         return None
     protect = _protected(rows, keeper)
     return [
@@ -287,8 +287,13 @@ def simple_plan(
     (newest first), and the indexes of the doomed rows (oldest last, as the rows come). Reasons
     and id texts (``text``) are built for what the plan reports, never an :class:`Entry` or a
     datetime per row: a prune of 10,000 entries plans in a fraction of the time. None: a
-    window or calendar policy (a property test holds it to :func:`plan`)."""
-    if not _simple(policy):
+    window or calendar policy (a property test holds it to :func:`plan`).
+
+    ``keeper`` must be an unmarked row's id, or None (as :func:`ckdb.pruning.plan_simple`
+    passes it: the newest valid checkpoint, read in the same transaction as the rows); it is
+    kept whatever the rows say, as :func:`plan` keeps the entries ``registry_entries`` leaves
+    unmarked below it."""
+    if not simple_policy(policy):
         return None
     protect = _protected(rows, keeper)
     why = []
@@ -319,7 +324,7 @@ def simple_plan(
     return RetentionPlan(workflow_id, policy.name, tuple(keep), delete), doomed_at
 
 
-def _simple(policy: RetentionPolicy) -> bool:
+def simple_policy(policy: RetentionPolicy) -> bool:
     """Does the policy keep by counts and ages only (no window, no calendar buckets)?"""
     return not (
         policy.keep_within is not None

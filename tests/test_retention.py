@@ -777,18 +777,26 @@ PLANNERS = {
 }
 
 
-def after_planning(monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]) -> None:
-    """Run ``hook`` between a prune's planning and its deletions, whichever planner plans."""
+PLANNER_OF = {"fast": "simple_plan", "full": "plan_retention"}
+
+
+def after_planning(monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]) -> list[str]:
+    """Run ``hook`` between a prune's planning and its deletions, whichever planner plans.
+    Returns the names of the planners that planned, as they plan (a test asserts the one it
+    meant to exercise did)."""
+    ran: list[str] = []
     for name in ("plan_retention", "simple_plan"):
         real = getattr(pruning, name)
 
-        def planned_then(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+        def planned_then(*args: Any, real: Any = real, name: str = name, **kwargs: Any) -> Any:
             out = real(*args, **kwargs)
             if out is not None:  # None: simple_plan handed the policy to the full planner
+                ran.append(name)
                 hook()
             return out
 
         monkeypatch.setattr(pruning, name, planned_then)
+    return ran
 
 
 @pytest.mark.parametrize("planner", sorted(PLANNERS))
@@ -797,8 +805,9 @@ def test_victim_pinned_after_planning_is_skipped(
 ) -> None:
     created = fill(store, "wf", 8)
     # another thread pins a victim between planning and deleting
-    after_planning(monkeypatch, lambda: store.pin(created[0]))
+    ran = after_planning(monkeypatch, lambda: store.pin(created[0]))
     result = store.prune("wf", PLANNERS[planner](2))
+    assert ran == [PLANNER_OF[planner]]
     assert created[0] in result.planned
     assert created[0] in result.skipped and created[0] not in result.deleted
     assert set(ids_of(store, "wf")) == {created[0], *created[-2:]}
@@ -819,8 +828,9 @@ def test_victim_damaged_after_planning_is_skipped(
         value[20] ^= 0x01  # a byte of created_at: the tag no longer matches
         txn.put(DB_REGISTRY, victim_key, bytes(value))
 
-    after_planning(monkeypatch, lambda: store._env.write(flip))
+    ran = after_planning(monkeypatch, lambda: store._env.write(flip))
     result = store.prune("wf", PLANNERS[planner](2))
+    assert ran == [PLANNER_OF[planner]]
     assert created[0] in result.planned and created[0] in result.skipped
     assert created[0] not in result.deleted
     assert set(result.deleted) == set(created[1:4])
@@ -848,8 +858,9 @@ def test_victim_deleted_after_planning_is_skipped(
     store: ckdb.Store, monkeypatch: pytest.MonkeyPatch, planner: str
 ) -> None:
     created = fill(store, "wf", 5)
-    after_planning(monkeypatch, lambda: store.delete(created[0]))
+    ran = after_planning(monkeypatch, lambda: store.delete(created[0]))
     result = store.prune("wf", PLANNERS[planner](2))
+    assert ran == [PLANNER_OF[planner]]
     assert created[0] in result.skipped
     assert ids_of(store, "wf") == created[-2:]
 
@@ -861,8 +872,9 @@ def test_newest_marked_after_planning_is_not_deleted(
     """Planned with the newest valid, then the newest is marked: the one that is now the newest
     valid checkpoint must survive even though the plan had it as a victim."""
     created = fill(store, "wf", 4)
-    after_planning(monkeypatch, lambda: store.mark(created[-1], "test: damaged meanwhile"))
+    ran = after_planning(monkeypatch, lambda: store.mark(created[-1], "test: damaged meanwhile"))
     result = store.prune("wf", PLANNERS[planner](1))
+    assert ran == [PLANNER_OF[planner]]
     assert created[-2] in result.skipped
     assert ids_of(store, "wf") == created[-2:]
     assert store.latest("wf").id == created[-2]  # type: ignore[union-attr]

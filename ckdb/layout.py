@@ -14,8 +14,6 @@ import struct
 import threading
 import time
 
-from ulid_transform import bytes_to_ulid as _ulid_text
-
 from ckdb.errors import CheckpointNotFound, FormatError, InvalidInput
 
 # --- sub-databases -------------------------------------------------------------------------------
@@ -286,7 +284,8 @@ def id_to_text(cid: bytes) -> str:
     prune names every id it deletes, a listing every id it lists). Anything but 16 bytes (a
     damaged record's id field) takes the Python form, which any length fits."""
     try:
-        return _ulid_text(cid)
+        text: str = _ulid_text(cid)
+        return text
     except (TypeError, ValueError):
         return id_text_py(cid)
 
@@ -314,6 +313,15 @@ def id_text_py(cid: bytes) -> str:
             p[c & 1023],
         )
     )
+
+
+try:  # the compiled module itself: without a wheel, ulid_transform falls back to a Python
+    # form slower than ckdb's own, which then serves instead
+    from ulid_transform._ulid_impl import (  # type: ignore[import-not-found]
+        bytes_to_ulid as _ulid_text,
+    )
+except ImportError:  # pragma: no cover - every platform ckdb is tested on has the wheel
+    _ulid_text = id_text_py
 
 
 def id_from_text(text: object) -> bytes:

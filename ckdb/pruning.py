@@ -52,39 +52,59 @@ BATCH_PLAIN = 2048  # checkpoints without one: a few small deletes each
 AUTO_MAX = 16
 
 
-def registry_entries(t: Tables, txn: Txn, wf_key: bytes, *, memo: bool = True) -> list[Entry]:
-    """Planner input for one workflow, from the registry (plus the metadata of the few newest,
-    to find the newest valid checkpoint the way ``latest`` does). Entries whose tag fails are left
-    out: a damaged entry's pinned flag cannot be trusted, so it is never planned for deletion.
-    Unmarked entries newer than the newest valid one failed verification: they are passed as
-    marked, so the planner keeps the real resume point.
+#: A verified registry entry: (key, value, checkpoint id, created_at µs, flags)
+VerifiedEntry = tuple[bytes, bytes, bytes, int, int]
 
-    ``memo``: verify through the memo (automatic retention with window or calendar rules, which
-    plans the same few entries at every create; counts and ages take ``auto_victims``). A
-    prune plans every entry once and passes each verified value to its delete,
+
+def verified_entries(t: Tables, txn: Txn, wf_key: bytes, *, memo: bool) -> list[VerifiedEntry]:
+    """A workflow's registry entries that verify, newest first: what every planner reads.
+    Malformed keys (damage) name no sequence and entries whose tag fails are left out: a
+    damaged entry's pinned flag cannot be trusted, so it is never planned for deletion.
+
+    ``memo``: verify through the memo (automatic retention, which plans the same few entries at
+    every create). A prune plans every entry once and passes each verified value to its delete,
     which compares bytes instead (``memo=False``: the batch verifier, nothing memoised)."""
-    keeper = _newest_valid(t, txn, wf_key)
-    out: list[Entry] = []
-    append = out.append
-    keeper_seq: int | None = None
     verify = None if memo else RegistryVerifier(t.keys.mac)
     entry = t.registry.entry
-    seq_at = wf_key[0] + 1
-    utc = UTC
-    stamp = datetime.fromtimestamp
-    for key, value in txn.prefix(DB_REGISTRY, wf_key):
+    out: list[VerifiedEntry] = []
+    append = out.append
+    for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
         if not is_registry_key(key):
-            continue  # a malformed key (damage) names no sequence
+            continue
         if verify is None:
             try:
                 cid, created_us, flags = entry(key, value)
             except IntegrityError:
                 continue
         else:
-            found = verify(key, value)
-            if found is None:
+            got = verify(key, value)
+            if got is None:
                 continue
-            cid, created_us, flags = found
+            cid, created_us, flags = got
+        append((key, value, cid, created_us, flags))
+    return out
+
+
+def _rows(found: list[VerifiedEntry]) -> list[tuple[bytes, int, bool, bool]]:
+    """The fast planners' rows (id, created_at µs, pinned, marked) of verified entries."""
+    return [(c, u, bool(f & FLAG_PINNED), bool(f & FLAG_MARKED)) for _k, _v, c, u, f in found]
+
+
+def registry_entries(t: Tables, txn: Txn, wf_key: bytes, *, memo: bool = True) -> list[Entry]:
+    """Planner input for one workflow, oldest first, from :func:`verified_entries` (plus the
+    metadata of the few newest, to find the newest valid checkpoint the way ``latest`` does).
+    Unmarked entries newer than the newest valid one failed verification: they are passed as
+    marked, so the planner keeps the real resume point. ``memo``: as for
+    :func:`verified_entries` (automatic retention with window or calendar rules memoises;
+    counts and ages take ``auto_victims``)."""
+    keeper = _newest_valid(t, txn, wf_key)
+    out: list[Entry] = []
+    append = out.append
+    keeper_seq: int | None = None
+    seq_at = wf_key[0] + 1
+    utc = UTC
+    stamp = datetime.fromtimestamp
+    for key, value, cid, created_us, flags in reversed(verified_entries(t, txn, wf_key, memo=memo)):
         seq = SEQ.unpack_from(key, seq_at)[0]
         if cid == keeper:
             keeper_seq = seq
@@ -121,26 +141,15 @@ def auto_victims(
     valid checkpoint, which here is the one the create is writing (its entry is above every
     well-formed key, unmarked, and its metadata was built in this transaction; a failed
     read-back aborts the transaction, deletions included), so no metadata is read to find it."""
-    entry = t.registry.entry
-    rows: list[tuple[bytes, int, bool, bool]] = []
-    found: list[tuple[bytes, bytes]] = []
-    for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-        if not is_registry_key(key):
-            continue  # a malformed key (damage) names no sequence
-        try:
-            cid, created_us, flags = entry(key, value)
-        except IntegrityError:
-            continue  # a damaged entry's pinned flag cannot be trusted: never planned
-        rows.append((cid, created_us, bool(flags & FLAG_PINNED), bool(flags & FLAG_MARKED)))
-        found.append((key, value))
-    doomed = simple_doomed(rows, policy, now, keeper)
+    found = verified_entries(t, txn, wf_key, memo=True)
+    doomed = simple_doomed(_rows(found), policy, now, keeper)
     if doomed is None:
         return None
     seq_at = wf_key[0] + 1
     out = []
     for i in reversed(doomed[-limit:] if limit else []):
-        key, value = found[i]
-        out.append((SEQ.unpack_from(key, seq_at)[0], id_to_text(rows[i][0]), rows[i][0], value))
+        key, value, cid = found[i][:3]
+        out.append((SEQ.unpack_from(key, seq_at)[0], id_to_text(cid), cid, value))
     return out
 
 
@@ -154,30 +163,18 @@ def plan_simple(
     planner entry, datetime or id text built for a row the plan does not name."""
     if not simple_policy(policy):
         return None  # before reading anything: the full planner reads it all again
-    verify = RegistryVerifier(t.keys.mac)
-    rows: list[tuple[bytes, int, bool, bool]] = []
-    found: list[tuple[bytes, bytes, int]] = []
-    for key, value in txn.prefix(DB_REGISTRY, wf_key, reverse=True):
-        if not is_registry_key(key):
-            continue  # a malformed key (damage) names no sequence
-        entry = verify(key, value)
-        if entry is None:
-            continue  # a damaged entry's pinned flag cannot be trusted: never planned
-        cid, created_us, flags = entry
-        rows.append((cid, created_us, bool(flags & FLAG_PINNED), bool(flags & FLAG_MARKED)))
-        found.append((key, value, flags))
-    got = simple_plan(
-        rows, policy, now, _newest_valid(t, txn, wf_key), id_to_text, workflow_id=name
-    )
+    found = verified_entries(t, txn, wf_key, memo=False)
+    keeper = _newest_valid(t, txn, wf_key)
+    got = simple_plan(_rows(found), policy, now, keeper, id_to_text, workflow_id=name)
     if got is None:
         return None
     planned, doomed = got
     seq_at = wf_key[0] + 1
     work: list[Work] = []
     for i, text_id in zip(reversed(doomed), planned.delete, strict=True):
-        key, value, flags = found[i]
+        key, value, cid, _created, flags = found[i]
         seq = SEQ.unpack_from(key, seq_at)[0]
-        work.append((wf_key, seq, text_id, rows[i][0], bool(flags & FLAG_FILES), value))
+        work.append((wf_key, seq, text_id, cid, bool(flags & FLAG_FILES), value))
     return planned, work
 
 
@@ -204,7 +201,6 @@ def delete_victims(
     """
     keep_cid = _newest_valid(t, txn, wf_key) if keep is None else keep
     doomed: dict[bytes, bytes] = {}  # registry key -> checkpoint id
-    texts: dict[bytes, str] = {}
     marked: set[bytes] = set()
     skipped: list[str] = []
     # Victims planned from verified bytes, unpinned and with no files to release: their
@@ -225,15 +221,12 @@ def delete_victims(
     for reg_key, victim in zip(keys, order, strict=True):
         if reg_key in gone_keys:
             gone.append(victim[2])
-            texts[victim[2]] = victim[1]
             if quick[reg_key][24] & FLAG_MARKED:
                 marked.add(victim[2])
     # The rest, in plan order (changed since planning, pinned, with files): judged in full.
-    rest = [v for k, v in zip(keys, order, strict=True) if k not in gone_keys]
-    for victim in rest:
-        seq, text_id = victim[0], victim[1]
-        cid = victim[2] if len(victim) > 2 else id_from_text(text_id)
-        reg_key = registry_key(wf_key, seq)
+    rest = [(k, v) for k, v in zip(keys, order, strict=True) if k not in gone_keys]
+    for reg_key, victim in rest:
+        text_id, cid = victim[1], victim[2]
         value = txn.get(DB_REGISTRY, reg_key)
         if value is None or bytes(value[:16]) != cid or cid == keep_cid:
             skipped.append(text_id)
@@ -261,7 +254,6 @@ def delete_victims(
                 continue
             t.chunks.release_refs(txn, manifest_chunks(manifest), now_us)
         doomed[reg_key] = cid
-        texts[cid] = text_id
         if flags & FLAG_MARKED:
             marked.add(cid)
     if not doomed and not gone:

@@ -141,6 +141,8 @@ def auto_victims(
     valid checkpoint, which here is the one the create is writing (its entry is above every
     well-formed key, unmarked, and its metadata was built in this transaction; a failed
     read-back aborts the transaction, deletions included), so no metadata is read to find it."""
+    if not simple_policy(policy):
+        return None  # before reading anything: the full planner reads it all again
     found = verified_entries(t, txn, wf_key, memo=True)
     doomed = simple_doomed(_rows(found), policy, now, keeper)
     if doomed is None:

@@ -151,3 +151,42 @@ def test_a_held_write_lost_to_a_kill_reruns_its_task(
     runs = [name for _pid, name in _log(path)]
     assert runs.count("fast") == fast_runs
     assert runs.count("slow") == 2  # killed once, then finished
+
+
+@pytest.mark.parametrize("pending_writes", ["durable", "with_checkpoint"])
+def test_interrupts_are_stored_with_the_default_durability(
+    tmp_path: Path, pending_writes: str
+) -> None:
+    """With LangGraph's default durability ("async") a node's interrupt is written while its
+    checkpoint's put may still be running. Found in review: CkdbSaver dropped it (as if
+    retention had deleted the checkpoint), in about every run, so ``get_state`` showed no
+    interrupt. Every thread's interrupt must be stored and the resume must see its answer."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, interrupt
+
+    class State(TypedDict, total=False):
+        x: int
+        answer: str
+
+    def step(state: State) -> State:
+        return {"x": state["x"] + 1}
+
+    def ask(state: State) -> State:
+        return {"answer": interrupt("question?")}
+
+    graph = StateGraph(State)
+    graph.add_node("step", step)
+    graph.add_node("ask", ask)
+    graph.add_edge(START, "step")
+    graph.add_edge("step", "ask")
+    graph.add_edge("ask", END)
+    with CkdbSaver.from_path(tmp_path / "s", pending_writes=pending_writes) as saver:
+        app = graph.compile(checkpointer=saver)
+        for i in range(20):
+            config: Any = {"configurable": {"thread_id": f"t{i}"}}
+            app.invoke({"x": 0}, config)  # LangGraph's default durability
+            state = app.get_state(config)
+            assert [it.value for t in state.tasks for it in t.interrupts] == ["question?"]
+            assert app.invoke(Command(resume=f"yes {i}"), config)["answer"] == f"yes {i}"

@@ -190,6 +190,26 @@ def test_writes_for_a_checkpoint_retention_deleted_are_dropped(store: ckdb.Store
     assert tup is not None and [w[1:] for w in tup.pending_writes] == [("ch", 2)]
 
 
+def test_writes_for_a_checkpoint_not_stored_yet_are_kept(store: ckdb.Store) -> None:
+    """LangGraph's default ("async") durability saves a checkpoint in the background while
+    its tasks run: their put_writes can commit before that checkpoint's put. Found in
+    review: the writes were dropped as if retention had deleted their checkpoint."""
+    saver = CkdbSaver(store)
+    (first,) = _chain(saver, "t", 1)
+    cp = generate_checkpoint(channel_values={"count": 1}, channel_versions={"count": "2"})
+    assert cp["id"] > first  # newer than every stored checkpoint: its put is coming
+    saver.put_writes(_cfg("t", cid=cp["id"]), [("ch", 1)], "early-task")
+    saver.put_writes(_cfg("t", cid=cp["id"]), [("__interrupt__", "question?")], "asking-task")
+    assert _count(store, DB_WRITES) == 2
+    saver.put(_cfg("t", cid=first), cp, generate_metadata(step=1), {"count": "2"})
+    tup = saver.get_tuple(_cfg("t"))
+    assert tup is not None and tup.checkpoint["id"] == cp["id"]
+    assert sorted(w[1:] for w in tup.pending_writes) == [
+        ("__interrupt__", "question?"),
+        ("ch", 1),
+    ]
+
+
 def test_prune_keep_latest_collects_blobs(saver: CkdbSaver, store: ckdb.Store) -> None:
     _chain(saver, "t", 6)
     saver.prune(["t"])

@@ -337,9 +337,13 @@ class CkdbSaver(AsyncTwins):
             rows.append((key, self._frame(DB_WRITES, key, raw), widx < 0))
 
         def apply(txn: Txn) -> None:
-            if txn.get(DB_CHECKPOINTS, ck_key) is None:
-                # Its checkpoint is gone (retention deleted it meanwhile): writes for it could
-                # never be read, and nothing but delete_thread would remove them.
+            if txn.get(DB_CHECKPOINTS, ck_key) is None and next(
+                txn.range(DB_CHECKPOINTS, ck_key, prefix_end(ns_prefix)), None
+            ):
+                # Missing with a newer one stored: retention deleted it meanwhile. Writes for it
+                # could never be read, and nothing but delete_thread would remove them. Missing
+                # and newest: its put is still running (LangGraph's "async" durability saves
+                # the checkpoint while its tasks run): keep them.
                 _log.debug("ckdb: put_writes for a deleted checkpoint %s dropped", checkpoint_id)
                 return
             for key, value, overwrite in rows:

@@ -48,7 +48,7 @@ from ckdb.remote.check import check_remote
 from ckdb.restore import RestoreReport
 from ckdb.store import Store, open
 
-__version__ = "0.5.1"
+__version__ = "0.5.2"
 
 # Library practice: ckdb logs corruption events at CRITICAL on the "ckdb" logger; the application
 # decides where they go (and gets them through on_corruption callbacks regardless).

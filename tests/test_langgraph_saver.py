@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, gen
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 import ckdb
+from ckdb.integrations import _langgraph_pending, _langgraph_values
 from ckdb.integrations._langgraph_layout import DB_BLOBS, DB_CHECKPOINTS, DB_RUNS, DB_WRITES
 from ckdb.integrations.langgraph import CkdbSaver
 from ckdb.retention import RetentionPolicy
@@ -438,3 +440,122 @@ def test_a_put_writes_over_the_bounds_that_fails_writes_nothing(
 def test_pending_writes_mode_is_checked(store: ckdb.Store) -> None:
     with pytest.raises(ckdb.InvalidInput, match="pending_writes"):
         CkdbSaver(store, pending_writes="sometimes")
+
+
+# -- durable put_writes riding in a put's commit ---------------------------------------------------
+
+
+def _txnid(store: ckdb.Store) -> int:
+    return store._env.info()["last_txnid"]
+
+
+def _next(saver: CkdbSaver, tid: str, parent: str, step: int) -> tuple[Any, Any, Any, Any]:
+    """The arguments of the put of a child of ``parent`` (one changed channel)."""
+    version = saver.get_next_version(str(step), None)
+    cp = generate_checkpoint(channel_values={"count": step}, channel_versions={"count": version})
+    return _cfg(tid, cid=parent), cp, generate_metadata(step=step), {"count": version}
+
+
+def _offer_in_thread(saver: CkdbSaver, config: Any, writes: Any) -> tuple[threading.Thread, list]:
+    """put_writes in a thread of its own; returns once its offer is open (or it finished)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            saver.put_writes(config, writes, "task")
+        except BaseException as err:  # reported to the test
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not saver._pending.offers._open and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    return thread, errors
+
+
+def _joinable(saver: CkdbSaver, tid: str) -> None:
+    """Mark the namespace joinable the way LangGraph does: a put starts while a put_writes runs."""
+    lay = saver._layout
+    space = lay.ns(lay.thread(tid), "")
+    with saver._pending.offers.running(space):
+        saver._pending.offers.saw_put(space)
+
+
+def test_sequential_put_writes_commit_at_once(store: ckdb.Store) -> None:
+    """Calls one after the other (no put running beside them) never wait for a put: each
+    put_writes is its own commit by the time it returns."""
+    saver = CkdbSaver(store)
+    (first,) = _chain(saver, "t", 1)
+    before = _txnid(store)
+    for i in range(3):
+        saver.put_writes(_cfg("t", cid=first), [("ch", i)], f"task-{i}")
+        assert _txnid(store) == before + i + 1
+    assert not saver._pending.offers._open
+
+
+def test_durable_put_writes_rides_in_the_put_beside_it(store: ckdb.Store) -> None:
+    saver = CkdbSaver(store)
+    (first,) = _chain(saver, "t", 1)
+    _joinable(saver, "t")
+    before = _txnid(store)
+    thread, errors = _offer_in_thread(saver, _cfg("t", cid=first), [("ch", "w")])
+    assert len(saver._pending.offers._open) == 1 and thread.is_alive()  # waiting, not written
+    assert _count(store, DB_WRITES) == 0
+    saver.put(*_next(saver, "t", first, 1))
+    thread.join(10)
+    assert not thread.is_alive() and not errors
+    assert _txnid(store) == before + 1  # the writes and the checkpoint: one commit
+    tup = saver.get_tuple(_cfg("t", cid=first))
+    assert tup is not None and [w[1:] for w in tup.pending_writes] == [("ch", "w")]
+
+
+def test_an_offer_no_put_takes_commits_alone(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not taken within the window: the put_writes commits its writes itself, and its
+    namespace stops waiting until a put is seen beside a put_writes again."""
+    monkeypatch.setattr(_langgraph_pending, "JOIN_WAIT", 0.05)
+    saver = CkdbSaver(store)
+    (first,) = _chain(saver, "t", 1)
+    _joinable(saver, "t")
+    before = _txnid(store)
+    saver.put_writes(_cfg("t", cid=first), [("ch", 1)], "task")
+    assert _txnid(store) == before + 1 and _count(store, DB_WRITES) == 1
+    assert not saver._pending.offers._open
+    saver.put_writes(_cfg("t", cid=first), [("ch", 2)], "task-2")  # no wait now
+    assert _txnid(store) == before + 2
+
+
+def test_special_writes_never_wait_for_a_put(store: ckdb.Store) -> None:
+    saver = CkdbSaver(store)
+    (first,) = _chain(saver, "t", 1)
+    _joinable(saver, "t")
+    before = _txnid(store)
+    saver.put_writes(_cfg("t", cid=first), [("__interrupt__", "question?")], "task")
+    assert _txnid(store) == before + 1
+
+
+def test_an_offer_whose_carrier_fails_commits_alone(
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The put that took the offer fails inside its transaction (nothing of it written): the
+    put_writes commits its writes itself and returns normally; the put raises."""
+    saver = CkdbSaver(store)
+    (first,) = _chain(saver, "t", 1)
+    _joinable(saver, "t")
+    thread, errors = _offer_in_thread(saver, _cfg("t", cid=first), [("ch", "w")])
+    assert len(saver._pending.offers._open) == 1
+
+    def broken(*_a: Any) -> None:
+        raise OSError("injected failure inside the put's transaction")
+
+    monkeypatch.setattr(_langgraph_values, "write", broken)
+    args = _next(saver, "t", first, 1)
+    with pytest.raises(OSError, match="injected"):
+        saver.put(*args)
+    thread.join(10)
+    assert not thread.is_alive() and not errors
+    assert _count(store, DB_CHECKPOINTS) == 1  # the put wrote nothing
+    tup = saver.get_tuple(_cfg("t", cid=first))
+    assert tup is not None and [w[1:] for w in tup.pending_writes] == [("ch", "w")]

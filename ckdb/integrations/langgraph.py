@@ -79,8 +79,7 @@ from ckdb.integrations._langgraph_layout import (
     split_checkpoint_key,
     version_text,
 )
-from ckdb.integrations._langgraph_pending import MODES, Held, commit_with, flush_if_alive
-from ckdb.integrations._langgraph_pending import flush as flush_held
+from ckdb.integrations._langgraph_pending import MODES, Pending, flush_if_alive
 from ckdb.layout import INCOMPAT_LG_PIECES, Codec, RecordType, prefix_end
 from ckdb.meta import now_us
 from ckdb.retention import (
@@ -131,8 +130,7 @@ class CkdbSaver(AsyncTwins):
         check_serde(self.serde)
         if pending_writes not in MODES:
             raise InvalidInput(f"pending_writes must be one of {MODES}, not {pending_writes!r}")
-        self._hold_writes = pending_writes == "with_checkpoint"
-        self._held = Held()
+        self._pending = Pending(store.tables.env, pending_writes)
         self.store = store
         self._retention = None if retention is None else resolve_policy(retention)
         # Encrypted store: names in keys are the store's keyed name digests (looked up through
@@ -145,7 +143,7 @@ class CkdbSaver(AsyncTwins):
         self._memo = values.FrameMemo()
         values.open_dbs(self._env, ALL_DBS, readonly=tables.readonly)
         self._owns_store = False
-        if self._hold_writes:
+        if self._pending.hold:
             # Closing the store commits what is held (a clean shutdown loses nothing); the hook
             # does not keep the saver alive.
             store.add_close_hook(functools.partial(flush_if_alive, weakref.WeakMethod(self.flush)))
@@ -183,8 +181,7 @@ class CkdbSaver(AsyncTwins):
         """Commit the pending writes held for the next checkpoint (``"with_checkpoint"``), and
         wait for those another thread's commit carries: after it, every ``put_writes`` that
         returned before it began is durable."""
-        if self._hold_writes:
-            flush_held(self._env.write, self._held)
+        self._pending.flush()
 
     # -- frames and serde ------------------------------------------------------------------------
 
@@ -251,6 +248,7 @@ class CkdbSaver(AsyncTwins):
         thread = lay.thread(thread_id)
         ns_prefix = lay.ns(thread, ns)
         ck_key = lay.checkpoint(ns_prefix, checkpoint["id"])
+        self._pending.offers.saw_put(ns_prefix)
 
         # Encode, compress and tag everything before the write lock.
         body: dict[str, Any] = dict(checkpoint)
@@ -307,7 +305,7 @@ class CkdbSaver(AsyncTwins):
                     txn, ns_prefix, policy, datetime.now(UTC), thread_id, protect=checkpoint["id"]
                 )
 
-        commit_with(self._env.write, self._held, apply, estimate)
+        self._pending.checkpoint(apply, estimate)
         return self._config(thread_id, ns, checkpoint["id"])
 
     def put_writes(
@@ -351,14 +349,8 @@ class CkdbSaver(AsyncTwins):
 
         if not rows:
             return
-        estimate = sum(len(r[1]) for r in rows)
-        held = self._hold_writes and not any(special for _k, _v, special in rows)
-        if held and self._held.fits(estimate):
-            self._held.add(apply, estimate)
-            return
-        # Not held (special writes, durable mode), or over the bounds: commit what is held with
-        # this one now (on failure this one is not held: put_writes raised, nothing written).
-        commit_with(self._env.write, self._held, apply, estimate)
+        regular = not any(special for _k, _v, special in rows)
+        self._pending.writes(apply, sum(len(r[1]) for r in rows), regular=regular, space=ns_prefix)
 
     # -- read ------------------------------------------------------------------------------------
 

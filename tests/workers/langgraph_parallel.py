@@ -66,13 +66,17 @@ def build(log_path: str, saver: CkdbSaver, block: bool, mode: str) -> Any:
         if block:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                arrived = len(saver._held) if mode == "with_checkpoint" else 0
+                arrived = len(saver._pending.held) if mode == "with_checkpoint" else 0
                 if mode == "durable":
                     arrived = _stored_writes(saver, "fast")
                 if arrived:
                     break
                 time.sleep(0.01)
-            _say(event="slow-waiting", held=len(saver._held), stored=_stored_writes(saver, "fast"))
+            _say(
+                event="slow-waiting",
+                held=len(saver._pending.held),
+                stored=_stored_writes(saver, "fast"),
+            )
             threading.Event().wait()  # killed here
         return {"done": ["slow"]}
 

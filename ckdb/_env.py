@@ -432,6 +432,10 @@ class Env:
             self._adopt_map_size()
         raise StorageError("the map size kept changing under this reader")
 
+    def in_write(self) -> bool:
+        """Is this thread running a write function (where ``write`` would deadlock)?"""
+        return bool(getattr(self._local, "in_write", False))
+
     def write(self, fn: Callable[[Txn], T], *, estimate: int = 0) -> T:
         """Run ``fn`` in a write transaction and return only once it is durably committed.
 
@@ -446,7 +450,7 @@ class Env:
         self.check()
         if self.readonly:
             raise ReadOnlyStore(f"{self.path} is open read-only")
-        if getattr(self._local, "in_write", False):
+        if self.in_write():
             raise StorageError("Env.write called from inside a write function (would deadlock)")
         if estimate:
             self._check_disk(estimate)

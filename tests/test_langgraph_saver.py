@@ -474,30 +474,40 @@ def _offer_in_thread(saver: CkdbSaver, config: Any, writes: Any) -> tuple[thread
     return thread, errors
 
 
-def _joinable(saver: CkdbSaver, tid: str) -> None:
-    """Mark the namespace joinable the way LangGraph does: a put starts while a put_writes runs."""
+def _joinable(saver: CkdbSaver, tid: str, parent: str) -> str:
+    """Make the namespace joinable the way LangGraph does: a put (a real one) starts while a
+    put_writes of the namespace runs. -> the id of that put's checkpoint."""
     lay = saver._layout
-    space = lay.ns(lay.thread(tid), "")
-    with saver._pending.offers.running(space):
-        saver._pending.offers.saw_put(space)
+    with saver._pending.offers.running(lay.ns(lay.thread(tid), "")):
+        args = _next(saver, tid, parent, 1)
+        saver.put(*args)
+    return str(args[1]["id"])
 
 
-def test_sequential_put_writes_commit_at_once(store: ckdb.Store) -> None:
-    """Calls one after the other (no put running beside them) never wait for a put: each
-    put_writes is its own commit by the time it returns."""
+@pytest.fixture
+def long_window(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A window no loaded machine reaches: an offer is taken, or a wait is visible."""
+    monkeypatch.setattr(_langgraph_pending, "JOIN_WAIT", 30.0)
+    return 30.0
+
+
+def test_sequential_put_writes_commit_at_once(store: ckdb.Store, long_window: float) -> None:
+    """Calls one after the other (no put running beside them) never offer: each put_writes is
+    its own commit by the time it returns, without waiting for the window."""
     saver = CkdbSaver(store)
     (first,) = _chain(saver, "t", 1)
-    before = _txnid(store)
+    before, t0 = _txnid(store), time.monotonic()
     for i in range(3):
         saver.put_writes(_cfg("t", cid=first), [("ch", i)], f"task-{i}")
         assert _txnid(store) == before + i + 1
-    assert not saver._pending.offers._open
+    assert time.monotonic() - t0 < long_window / 3
 
 
-def test_durable_put_writes_rides_in_the_put_beside_it(store: ckdb.Store) -> None:
+def test_durable_put_writes_rides_in_the_put_beside_it(
+    store: ckdb.Store, long_window: float
+) -> None:
     saver = CkdbSaver(store)
-    (first,) = _chain(saver, "t", 1)
-    _joinable(saver, "t")
+    first = _joinable(saver, "t", _chain(saver, "t", 1)[0])
     before = _txnid(store)
     thread, errors = _offer_in_thread(saver, _cfg("t", cid=first), [("ch", "w")])
     assert len(saver._pending.offers._open) == 1 and thread.is_alive()  # waiting, not written
@@ -517,8 +527,7 @@ def test_an_offer_no_put_takes_commits_alone(
     namespace stops waiting until a put is seen beside a put_writes again."""
     monkeypatch.setattr(_langgraph_pending, "JOIN_WAIT", 0.05)
     saver = CkdbSaver(store)
-    (first,) = _chain(saver, "t", 1)
-    _joinable(saver, "t")
+    first = _joinable(saver, "t", _chain(saver, "t", 1)[0])
     before = _txnid(store)
     saver.put_writes(_cfg("t", cid=first), [("ch", 1)], "task")
     assert _txnid(store) == before + 1 and _count(store, DB_WRITES) == 1
@@ -527,23 +536,22 @@ def test_an_offer_no_put_takes_commits_alone(
     assert _txnid(store) == before + 2
 
 
-def test_special_writes_never_wait_for_a_put(store: ckdb.Store) -> None:
+def test_special_writes_never_wait_for_a_put(store: ckdb.Store, long_window: float) -> None:
     saver = CkdbSaver(store)
-    (first,) = _chain(saver, "t", 1)
-    _joinable(saver, "t")
-    before = _txnid(store)
+    first = _joinable(saver, "t", _chain(saver, "t", 1)[0])
+    before, t0 = _txnid(store), time.monotonic()
     saver.put_writes(_cfg("t", cid=first), [("__interrupt__", "question?")], "task")
     assert _txnid(store) == before + 1
+    assert time.monotonic() - t0 < long_window / 3
 
 
 def test_an_offer_whose_carrier_fails_commits_alone(
-    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch
+    store: ckdb.Store, monkeypatch: pytest.MonkeyPatch, long_window: float
 ) -> None:
     """The put that took the offer fails inside its transaction (nothing of it written): the
     put_writes commits its writes itself and returns normally; the put raises."""
     saver = CkdbSaver(store)
-    (first,) = _chain(saver, "t", 1)
-    _joinable(saver, "t")
+    first = _joinable(saver, "t", _chain(saver, "t", 1)[0])
     thread, errors = _offer_in_thread(saver, _cfg("t", cid=first), [("ch", "w")])
     assert len(saver._pending.offers._open) == 1
 
@@ -556,6 +564,6 @@ def test_an_offer_whose_carrier_fails_commits_alone(
         saver.put(*args)
     thread.join(10)
     assert not thread.is_alive() and not errors
-    assert _count(store, DB_CHECKPOINTS) == 1  # the put wrote nothing
+    assert _count(store, DB_CHECKPOINTS) == 2  # the failed put wrote nothing
     tup = saver.get_tuple(_cfg("t", cid=first))
     assert tup is not None and [w[1:] for w in tup.pending_writes] == [("ch", "w")]

@@ -147,12 +147,6 @@ class Offers:
             if state is not None and state[0]:
                 state[1] = 1
 
-    def offer(self, apply: Apply, nbytes: int) -> Offer:
-        offer = Offer(apply, nbytes)
-        with self._cond:
-            self._open.append(offer)
-        return offer
-
     def take(self) -> list[Offer]:
         """Every open offer, for the caller's commit (settle them when it ends)."""
         with self._cond:
@@ -169,20 +163,23 @@ class Offers:
                 offer.state = COMMITTED if committed else FAILED
             self._cond.notify_all()
 
-    def wait(self, offer: Offer, space: bytes, timeout: float) -> bool:
-        """True once a commit carried ``offer``; False if none took it within ``timeout`` (it
-        is withdrawn, and ``space`` is no longer joinable) or the commit that took it failed:
-        the caller then commits its writes itself."""
+    def ride(self, apply: Apply, nbytes: int, space: bytes, timeout: float) -> bool:
+        """Offer ``apply`` and wait: True once a commit carried it; False if none took it
+        within ``timeout`` (it is withdrawn, and ``space`` is no longer joinable) or the commit
+        that took it failed: the caller then commits its writes itself."""
+        offer = Offer(apply, nbytes)
         with self._cond:
             try:
-                if offer.state == OPEN:
-                    self._cond.wait_for(lambda: offer.state != OPEN, timeout)
+                self._open.append(offer)
+                self._cond.wait_for(lambda: offer.state != OPEN, timeout)
                 if offer.state == OPEN:
                     self._open.remove(offer)
                     self._spaces[space][1] = 0
                     return False
                 self._cond.wait_for(lambda: offer.state != TAKEN)
-            except BaseException:  # interrupted while waiting: withdraw it if no commit took it
+            except BaseException:
+                # Interrupted while waiting: withdrawn if no commit took it. If one did, it
+                # may still commit it (outcome unknown to this caller, as in Env.write).
                 if offer.state == OPEN:
                     self._open.remove(offer)
                 raise
@@ -201,9 +198,7 @@ def commit_with(
     are told (their callers commit them alone) and the error propagates.
     -> the batch number (``Held.wait_for(it + 1)`` waits for this commit and every earlier)."""
     items, nbytes, batch = held.take()
-    taken = [] if offers is None else offers.take()
-    if not items and not taken and apply is None:
-        return batch
+    taken: list[Offer] = []
 
     def run(txn: Txn) -> None:
         for offer in taken:
@@ -214,7 +209,10 @@ def commit_with(
             apply(txn)
 
     committed = False
-    try:
+    try:  # from the take on: taken offers are always settled (their callers wait for it)
+        taken = [] if offers is None else offers.take()
+        if not items and not taken and apply is None:
+            return batch
         write(run, estimate=estimate + nbytes + sum(o.nbytes for o in taken))
         committed = True
     finally:
@@ -249,8 +247,9 @@ class Pending:
             return
         with self.offers.running(space) as joinable:
             # Durable: ride in the commit of the put LangGraph runs beside this call, or commit.
-            offer = self.offers.offer(apply, estimate) if regular and joinable else None
-            if offer is None or not self.offers.wait(offer, space, JOIN_WAIT):
+            # (Never from inside a write function: the put could not commit until it returned.)
+            ride = regular and joinable and not self._env.in_write()
+            if not ride or not self.offers.ride(apply, estimate, space, JOIN_WAIT):
                 commit_with(self._env.write, self.held, apply, estimate)
 
     def checkpoint(self, apply: Apply, estimate: int) -> None:

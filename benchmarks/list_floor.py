@@ -96,11 +96,6 @@ def _stages(store: Any) -> list[tuple[str, Callable[[], object]]]:
     ]
 
 
-def _forget(store: Any) -> None:
-    store._verified.clear()  # noqa: SLF001 - a benchmark may look inside
-    ckmeta._parse_cached.cache_clear()  # noqa: SLF001
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -122,7 +117,7 @@ def main() -> None:
 
         def run(name: str, fn: Callable[[], object], cold: bool = False) -> None:
             if cold:
-                _forget(store)
+                P.forget(store)
             t0 = time.perf_counter_ns()
             fn()
             timed.setdefault(name, []).append((time.perf_counter_ns() - t0) / 1000)

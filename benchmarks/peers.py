@@ -35,7 +35,8 @@ from typing import Any
 import lmdb
 
 import ckdb
-from ckdb import encoding
+from ckdb import encoding, layout
+from ckdb import meta as ckmeta
 from ckdb.retention import RetentionPolicy
 
 GZIP_ABOVE = 1 << 20
@@ -72,6 +73,13 @@ class Peer:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
 
+def forget(store: Any) -> None:
+    """Empty a ckdb store's memo of verified values and its parse caches (a cold read next)."""
+    store._verified.clear()  # noqa: SLF001 - a benchmark may look inside
+    ckmeta._parse_cached.cache_clear()  # noqa: SLF001
+    getattr(layout.id_to_text, "cache_clear", lambda: None)()  # cached before 0.5.1
+
+
 class CkdbPeer(Peer):
     name = "ckdb"
     note = "ckdb.open(retention=None), durability sync: fsync per commit, tags, read-back"
@@ -98,6 +106,10 @@ class CkdbPeer(Peer):
 
     def size(self) -> int:
         return os.path.getsize(self.root / "store" / "data.mdb")
+
+    def forget(self) -> None:
+        """Empty what ckdb remembers about verified values (as right after opening the store)."""
+        forget(self.store)
 
     def used(self) -> int:
         """Bytes up to the last page in use (the file may also hold LMDB's free pages)."""

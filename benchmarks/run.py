@@ -47,7 +47,7 @@ import lmdb
 import ckdb
 from benchmarks import peers as P  # noqa: N812
 from benchmarks import workloads as W  # noqa: N812
-from ckdb import codec, encoding, layout
+from ckdb import codec, encoding
 from ckdb import meta as ckmeta
 from ckdb import store as ckstore
 from ckdb._env import Env
@@ -390,12 +390,12 @@ def sec_read(ctx: Ctx) -> None:
                 assert len(got) == 100, (peer.name, len(got))
                 if isinstance(peer, P.CkdbPeer):  # cold: as the first read after opening
                     for _ in range(m):
-                        _forget(peer)
+                        peer.forget()
                         t0 = time.perf_counter_ns()
                         peer.latest_load("wf-0")
                         cold_lat.append((time.perf_counter_ns() - t0) / 1000)
                     for _ in range(ml):
-                        _forget(peer)
+                        peer.forget()
                         t0 = time.perf_counter_ns()
                         peer.list100("wf-0")
                         cold_lst.append((time.perf_counter_ns() - t0) / 1000)
@@ -426,13 +426,6 @@ def sec_read(ctx: Ctx) -> None:
     ctx.results[f"list 100 checkpoints, {cold}"] = {"ckdb": med(cold_lst)} | (
         {sql: med(lst[sql])} if sql in lst else {}
     )
-
-
-def _forget(peer: P.CkdbPeer) -> None:
-    """Empty what ckdb remembers about verified values (as after opening the store)."""
-    peer.store._verified.clear()  # noqa: SLF001 - a benchmark may look inside
-    ckmeta._parse_cached.cache_clear()  # noqa: SLF001
-    getattr(layout.id_to_text, "cache_clear", lambda: None)()  # cached before 0.5.1
 
 
 def sec_prune(ctx: Ctx) -> None:

@@ -7,6 +7,8 @@ whose library is missing is left out of the table with a note.
 
 - ``ckdb``: ``ckdb.open(path, retention=None)``, durability "sync" (fsync per commit, tags,
   read-back verification, group commit across threads).
+- ``floor`` and ``floor-1``: raw py-lmdb doing the work every ckdb create and read must do, and
+  nothing else, in ckdb's layout and in one record per checkpoint (``benchmarks/floors.py``).
 - ``lmdb``: raw py-lmdb, the engine floor: one put of the same encoded bytes (msgpack of the
   state, what ckdb frames) per write transaction, ``sync=True, metasync=True``, the options ckdb
   uses. Reads are lookups only (no decode, no verification).

@@ -45,6 +45,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 import lmdb
 
 import ckdb
+from benchmarks import floors
 from benchmarks import peers as P  # noqa: N812
 from benchmarks import workloads as W  # noqa: N812
 from ckdb import codec, encoding
@@ -176,7 +177,7 @@ class Ctx:
         self.args = args
         self.quick: bool = args.quick
         self.work = work
-        self.classes, self.missing = P.available()
+        self.classes, self.missing = P.available((P.ALL[0], *floors.PEERS, *P.ALL[1:]))
         self.results: dict[str, dict[str, float]] = {}
         self.extra: list[Callable[[], None]] = []  # breakdown printers, run at the end
 
@@ -308,9 +309,14 @@ def _create_section(
                     f"{k} {v[-1]:,.0f}/s" for k, v in samples.items()))  # fmt: skip
             row = {name: med(v) for name, v in samples.items()}
             if "SqliteSaver" in samples:  # batches of one round share the machine's state
-                row["paired ratio ckdb/SqliteSaver"] = med(
-                    [c / q for c, q in zip(samples["ckdb"], samples["SqliteSaver"], strict=True)]
-                )
+                for name in ("ckdb", *(c.name for c in floors.PEERS)):
+                    if name in samples:
+                        row[f"paired ratio {name}/SqliteSaver"] = med(
+                            [
+                                c / q
+                                for c, q in zip(samples[name], samples["SqliteSaver"], strict=True)
+                            ]
+                        )
         ck = next(p for p in peers if p.name == "ckdb")
         if threads == 1:
             probe = Probe()
@@ -416,15 +422,19 @@ def sec_read(ctx: Ctx) -> None:
     finally:
         for peer in peers:
             peer.close()
+    # The floor remembers nothing between reads: it belongs beside ckdb's cold reads only.
+    names = [c.name for c in floors.PEERS]
+    floor_lat = {n: med(lat.pop(n)) for n in names if n in lat}
+    floor_lst = {n: med(lst.pop(n)) for n in names if n in lst}
     ctx.results["latest + load, 8 KiB (µs, p50)"] = {k: med(v) for k, v in lat.items()}
     ctx.results["list 100 checkpoints (µs, p50)"] = {k: med(v) for k, v in lst.items()}
     sql = "SqliteSaver"
     cold = "cold: ckdb's memo and caches emptied before each call (µs, p50)"
-    ctx.results[f"latest + load, 8 KiB, {cold}"] = {"ckdb": med(cold_lat)} | (
-        {sql: med(lat[sql])} if sql in lat else {}
+    ctx.results[f"latest + load, 8 KiB, {cold}"] = (
+        {"ckdb": med(cold_lat)} | floor_lat | ({sql: med(lat[sql])} if sql in lat else {})
     )
-    ctx.results[f"list 100 checkpoints, {cold}"] = {"ckdb": med(cold_lst)} | (
-        {sql: med(lst[sql])} if sql in lst else {}
+    ctx.results[f"list 100 checkpoints, {cold}"] = (
+        {"ckdb": med(cold_lst)} | floor_lst | ({sql: med(lst[sql])} if sql in lst else {})
     )
 
 
@@ -462,6 +472,23 @@ def sec_prune(ctx: Ctx) -> None:
             raw_times.append(time.perf_counter() - t0)
     finally:
         env.close()
+    # The floor: what any prune must do (benchmarks/peers.py, FloorPeer.trim), on a store of
+    # the same shape filled without fsync, timed with a sync commit.
+    floor_times: dict[str, list[float]] = defaultdict(list)
+    for _rep in range(ctx.q(3, 5)):
+        for cls in floors.PEERS:
+            floor = P.fresh(cls, work / "floors")
+            floor.open(fast=True)
+            for i in range(total):
+                floor.create("wf-0", i + 1, pr.agent_state(0, i))
+            floor.close()
+            floor.open()
+            t0 = time.perf_counter()
+            gone = floor.trim("wf-0", keep)
+            floor_times[cls.name].append(time.perf_counter() - t0)
+            floor.close()
+            assert len(gone) == total - keep, len(gone)
+    shutil.rmtree(work / "floors")
     # Per-stage breakdown of one ckdb prune on a fresh store of the same shape.
     from ckdb import pruning  # noqa: PLC0415
     from ckdb._env import Txn  # noqa: PLC0415
@@ -499,7 +526,7 @@ def sec_prune(ctx: Ctx) -> None:
         "ckdb": med(ck) * 1000,
         "SqliteSaver": med(sql) * 1000,
         "lmdb (raw)": med(raw_times) * 1000,
-    }
+    } | {name: med(t) * 1000 for name, t in floor_times.items()}
 
 
 def sec_size(ctx: Ctx) -> None:
@@ -620,10 +647,10 @@ def report(ctx: Ctx, elapsed: float) -> None:
     for note in ctx.missing:
         print(f"- left out: {note}")
     print()
-    print("| benchmark | " + " | ".join(names) + " | goal | ratio | met |")
-    print("|---|" + "---:|" * len(names) + "---|---:|:---:|")
+    print("| benchmark | " + " | ".join(names) + " | goal | ratio | met | at the floor |")
+    print("|---|" + "---:|" * len(names) + "---|---:|:---:|---:|")
     for key, row in ctx.results.items():
-        goal, ratio, met = "", "", ""
+        goal, ratio, met, at_floor = "", "", "", ""
         for prefix, text, fn, ok in GOALS:
             if key.startswith(prefix):
                 try:
@@ -631,13 +658,27 @@ def report(ctx: Ctx, elapsed: float) -> None:
                     goal, ratio, met = text, fmt(x), ("yes" if ok(x) else "**no**")
                 except KeyError:
                     goal = text + " (peer missing)"
+                verdicts = []
+                for floor in (c.name for c in floors.PEERS):
+                    if floor not in row or "ckdb" not in row:
+                        continue
+                    at = {k: v for k, v in row.items() if not k.startswith("paired ratio ckdb")}
+                    at["ckdb"] = row[floor]
+                    if f"paired ratio {floor}/SqliteSaver" in row:
+                        at["paired ratio ckdb/SqliteSaver"] = row[
+                            f"paired ratio {floor}/SqliteSaver"
+                        ]
+                    with contextlib.suppress(KeyError):
+                        y = fn(at)
+                        verdicts.append(f"{floor} {fmt(y)}{'' if ok(y) else ' (blocked)'}")
+                at_floor = "; ".join(verdicts)
         if "_all" in row:
             cells = [fmt(row["_all"])] + [""] * (len(names) - 1)
         else:
             cells = [fmt(row.get(n)) for n in names]
         extra = {k: v for k, v in row.items() if k not in names and k != "_all"}
         label = key + "".join(f"; {k}: {fmt(v)}" for k, v in extra.items())
-        print(f"| {label} | " + " | ".join(cells) + f" | {goal} | {ratio} | {met} |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {goal} | {ratio} | {met} | {at_floor} |")
     for printer in ctx.extra:
         printer()
 

@@ -10,6 +10,8 @@ C. orphans: payloads and marks whose checkpoint is gone; chunks nothing referenc
    lease protects); expired leases.
 D. reference counts: every count's tag, and its value against the counts rebuilt from every
    verifiable manifest.
+E. integrations' sub-databases: every frame's tag; the LangGraph saver's chunked values, each
+   piece present and of its length (reported, never repaired).
 
 With a ``budget`` pass A stops when the budget is spent and the next scrub resumes after the last
 checkpoint it verified (a cursor in ``settings``); passes B to D run when a cycle completes.
@@ -43,6 +45,8 @@ from ckdb._env import Env, Txn
 from ckdb.capture import manifest_chunks
 from ckdb.codec import decode_frame, decode_registry, parse_frame
 from ckdb.errors import CkdbError, IntegrityError, InvalidInput
+from ckdb.integrations import _langgraph_values as lg_values  # imports no LangGraph
+from ckdb.integrations._langgraph_layout import DB_BLOBS as LG_BLOBS
 from ckdb.integrity import LEVELS, check_chunk
 from ckdb.layout import (
     DB_CHECKPOINTS,
@@ -635,9 +639,11 @@ class Scrubber:
     # -- pass E: integrations' own sub-databases -------------------------------------------------
 
     def _integrations(self) -> None:
-        """Verify the tag of every frame in integrations' sub-databases (e.g. LangGraph's). Their
-        structure is the integration's business; damage is reported, never repaired here."""
-        for name in self.env.extra_dbs():
+        """Verify the tag of every frame in integrations' sub-databases (e.g. LangGraph's), and
+        the LangGraph saver's pieces: each a chunked value lists present and of its size.
+        Damage is reported, never repaired here."""
+        names = self.env.extra_dbs()
+        for name in names:
             self.env.ensure_db(name)
             bad: list[tuple[bytes, str]] = []
             with self.env.read() as txn:
@@ -651,6 +657,16 @@ class Scrubber:
             for key, problem in bad:
                 where = f"{name.decode('ascii', 'replace')}/{key.hex()}"
                 self._find(Finding("integration", where, problem, None, "reported"))
+        if LG_BLOBS not in names:
+            return
+
+        def unframe(db: bytes, key: bytes, value: bytes) -> bytes:
+            return self.t.frames.unframe_uncached(db, key, value, RecordType.INTEGRATION)
+
+        with self.env.read() as txn:
+            broken = lg_values.scrub(txn, unframe, self.keys.mac)
+        for where, problem in broken:
+            self._find(Finding("integration", where, problem, None, "reported"))
 
     # -- passes C and D: orphans and reference counts --------------------------------------------
 

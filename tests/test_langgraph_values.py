@@ -314,6 +314,65 @@ def test_scrub_reports_a_damaged_piece_and_rotation_retags_pieces(
     assert any(f.where.startswith("lg_chunks/") for f in report.findings), report.findings
 
 
+def test_scrub_reports_a_missing_piece_and_one_of_the_wrong_size(
+    saver: CkdbSaver, store: ckdb.Store
+) -> None:
+    """Every frame can verify while a chunked value is still unreadable: a piece gone (a bug
+    or a tool deleted it) or a validly tagged piece of another length. scrub finds both, on
+    the blob record that needs the piece, and get_tuple raises, never returns data."""
+    conv = Conversation(saver)
+    conv.step(add=200)
+    assert store.scrub().ok
+    chunks = sorted(_rows(store, DB_CHUNKS))
+    assert len(chunks) >= 3
+    gone, short = chunks[0], chunks[1]
+    store._env.write(lambda txn: txn.delete(DB_CHUNKS, gone))
+    store._env.write(lambda txn: txn.put(DB_CHUNKS, short, saver._frame(DB_CHUNKS, short, b"x")))
+    report = store.scrub()
+    assert not report.ok
+    problems = [f.problem for f in report.findings]
+    assert all(f.where.startswith("lg_blobs/") for f in report.findings), report.findings
+    assert any("missing" in p for p in problems), problems
+    assert any("holds 1 bytes" in p for p in problems), problems
+    assert len(report.findings) == 2, report.findings  # the tag pass found nothing: all verify
+    with pytest.raises(IntegrityError):
+        saver.get_tuple(_cfg("t"))
+    # repair does not touch an integration's records: the same findings, nothing deleted
+    assert len(store.scrub(repair=True).findings) == 2
+    assert short in _rows(store, DB_CHUNKS)
+
+
+def test_scrub_checks_the_savers_pieces_without_langgraph(tmp_path: Path) -> None:
+    """``ckdb scrub`` on a machine where LangGraph is not installed still checks pieces."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    path = tmp_path / "lg.ckdb"
+    with ckdb.open(path) as store:
+        conv = Conversation(CkdbSaver(store))
+        conv.step(add=200)
+        key = sorted(_rows(store, DB_CHUNKS))[0]
+        store._env.write(lambda txn: txn.delete(DB_CHUNKS, key))
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'langgraph':\n"
+        "            raise ImportError('langgraph is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import ckdb\n"
+        f"with ckdb.open({str(path)!r}) as s:\n"
+        "    r = s.scrub()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('langgraph')))\n"
+        "print([f.problem for f in r.findings])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.splitlines()
+    assert out[0] == "[]", out
+    assert "missing" in out[1], out
+
+
 def test_the_frame_memo_answers_only_for_the_exact_bytes(saver: CkdbSaver) -> None:
     """A frame this saver tagged reads back by comparison; other bytes at the same address
     (an older valid frame, damage) are verified in full and give their own body or an error."""

@@ -25,10 +25,6 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-
 from ckdb import encoding
 from ckdb.errors import FormatError, IntegrityError, InvalidInput
 
@@ -132,6 +128,13 @@ def read_part(key: bytes, offset: int) -> tuple[bytes, int]:
     return key[offset:end], end
 
 
+def ns_prefix_of(key: bytes) -> bytes:
+    """The ``thread ‖ ns`` prefix of any key of the saver's per-namespace sub-databases."""
+    _thread, off = read_part(key, 0)
+    _ns, off = read_part(key, off)
+    return key[:off]
+
+
 def split_checkpoint_key(key: bytes) -> tuple[bytes, bytes, str]:
     """checkpoint key -> (thread part, ns prefix = thread ‖ ns, checkpoint id)."""
     thread, off = read_part(key, 0)
@@ -178,15 +181,6 @@ ENVELOPE_VERSION = 1
 def is_pickle(type_tag: str) -> bool:
     # EncryptedSerializer tags are "<inner>+<cipher>"
     return type_tag.split("+", 1)[0] == "pickle"
-
-
-def check_serde(serde: SerializerProtocol) -> None:
-    inner = serde.serde if isinstance(serde, EncryptedSerializer) else serde
-    if isinstance(inner, JsonPlusSerializer) and inner.pickle_fallback:
-        raise InvalidInput(
-            "the serializer has pickle_fallback=True; ckdb never stores pickle "
-            "(use JsonPlusSerializer(pickle_fallback=False))"
-        )
 
 
 class Envelope:

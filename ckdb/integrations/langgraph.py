@@ -72,7 +72,6 @@ from ckdb.integrations._langgraph_layout import (
     ENVELOPE_VERSION,
     Envelope,
     Layout,
-    check_serde,
     is_pickle,
     next_version,
     read_part,
@@ -80,6 +79,7 @@ from ckdb.integrations._langgraph_layout import (
     version_text,
 )
 from ckdb.integrations._langgraph_pending import MODES, Pending, flush_if_alive
+from ckdb.integrations._langgraph_serde import check_serde
 from ckdb.layout import INCOMPAT_LG_PIECES, Codec, RecordType, prefix_end
 from ckdb.meta import now_us
 from ckdb.retention import (

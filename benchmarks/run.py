@@ -297,6 +297,7 @@ def _create_section(
                     f"{k} {1e9 / med(v[-n:]):,.0f}/s" for k, v in lat.items()))  # fmt: skip
             row = {name: 1e9 / med(v) for name, v in lat.items()}
         else:
+            commits0 = {p.name: p.commits for p in peers if isinstance(p, floors.FloorPeer)}
             for r in range(rounds):
                 for peer in _rotate(peers, r):
                     if peer.name == "ckdb":
@@ -337,8 +338,12 @@ def _create_section(
             ctx.extra.append(lambda: print_breakdown(title, rows, ops, note))
         else:
             creates = rounds * (n // threads) * threads
-            ctx.results[f"group commit: ckdb creates per commit, {threads} threads"] = {
+            ctx.results[f"group commit: creates per commit, {threads} threads"] = {
                 "ckdb": creates / max(1, batches[0])
+            } | {
+                p.name: creates / max(1, p.commits - commits0[p.name])  # type: ignore[attr-defined]
+                for p in peers
+                if p.name in commits0
             }
     finally:
         for peer in peers:
@@ -472,7 +477,7 @@ def sec_prune(ctx: Ctx) -> None:
             raw_times.append(time.perf_counter() - t0)
     finally:
         env.close()
-    # The floor: what any prune must do (benchmarks/peers.py, FloorPeer.trim), on a store of
+    # The floors: what any prune must do (benchmarks/floors.py, FloorPeer.trim), on a store of
     # the same shape filled without fsync, timed with a sync commit.
     floor_times: dict[str, list[float]] = defaultdict(list)
     for _rep in range(ctx.q(3, 5)):

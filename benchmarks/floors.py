@@ -50,9 +50,7 @@ import threading
 import time
 from typing import Any
 
-import lmdb
-
-from benchmarks.peers import LmdbPeer, Peer
+from benchmarks.peers import LmdbPeer, Peer, open_env
 from ckdb import codec, encoding, layout
 from ckdb import meta as ckmeta
 from ckdb.layout import RecordType
@@ -91,16 +89,7 @@ class FloorPeer(Peer):
     INDEX = b"registry"  # the sub-database keyed by workflow and sequence
 
     def open(self, *, fast: bool = False) -> None:
-        (self.root / "env").mkdir(exist_ok=True)
-        self.env = lmdb.open(
-            str(self.root / "env"),
-            map_size=8 << 30,
-            sync=not fast,
-            metasync=not fast,
-            writemap=False,
-            max_dbs=4,
-            lib_version=0,
-        )
+        self.env = open_env(self.root / "env", fast=fast, max_dbs=4)
         self.dbs = {n: self.env.open_db(n) for n in self.DBS}
         self.mac = hmac.new(b"k" * 32, digestmod="sha256")
         self._seq: dict[str, int] = getattr(self, "_seq", {})

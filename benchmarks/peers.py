@@ -119,23 +119,28 @@ class CkdbPeer(Peer):
         return int((info["last_pgno"] + 1) * info["stat_psize"])
 
 
+def open_env(path: Path, *, fast: bool, max_dbs: int) -> Any:
+    """A raw py-lmdb environment with the options ckdb uses (``fast``: no fsync, filling only)."""
+    path.mkdir(exist_ok=True)
+    return lmdb.open(
+        str(path),
+        map_size=8 << 30,
+        sync=not fast,
+        metasync=not fast,
+        writemap=False,
+        map_async=False,
+        lock=True,
+        max_dbs=max_dbs,
+        lib_version=0,
+    )
+
+
 class LmdbPeer(Peer):
     name = "lmdb (raw)"
     note = "one put of the encoded state per sync txn; reads: lookup only"
 
     def open(self, *, fast: bool = False) -> None:
-        (self.root / "env").mkdir(exist_ok=True)
-        self.env = lmdb.open(
-            str(self.root / "env"),
-            map_size=8 << 30,
-            sync=not fast,
-            metasync=not fast,
-            writemap=False,
-            map_async=False,
-            lock=True,
-            max_dbs=2,
-            lib_version=0,
-        )
+        self.env = open_env(self.root / "env", fast=fast, max_dbs=2)
         self.db = self.env.open_db(b"cps")
         self._seq: dict[str, int] = getattr(self, "_seq", {})
         self._lock = threading.Lock()

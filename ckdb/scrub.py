@@ -14,7 +14,7 @@ E. integrations' sub-databases: every frame's tag; the LangGraph saver's chunked
    piece present and of its length (reported, never repaired).
 
 With a ``budget`` pass A stops when the budget is spent and the next scrub resumes after the last
-checkpoint it verified (a cursor in ``settings``); passes B to D run when a cycle completes.
+checkpoint it verified (a cursor in ``settings``); passes B to E run when a cycle completes.
 Findings are data (a :class:`ScrubReport`), never ``warnings``.
 
 Repair (``repair=True``): a corrupt checkpoint is replaced by the backup's copy when every record
@@ -45,8 +45,6 @@ from ckdb._env import Env, Txn
 from ckdb.capture import manifest_chunks
 from ckdb.codec import decode_frame, decode_registry, parse_frame
 from ckdb.errors import CkdbError, IntegrityError, InvalidInput
-from ckdb.integrations import _langgraph_values as lg_values  # imports no LangGraph
-from ckdb.integrations._langgraph_layout import DB_BLOBS as LG_BLOBS
 from ckdb.integrity import LEVELS, check_chunk
 from ckdb.layout import (
     DB_CHECKPOINTS,
@@ -72,7 +70,10 @@ from ckdb.layout import (
 from ckdb.lifecycle import mark
 from ckdb.meta import Meta, now_us
 from ckdb.tables import Tables
+from ckdb.tables import langgraph_values as lg_values  # imports no LangGraph
 from ckdb.tables.chunks import LEASE_PREFIX, content_id, decode_refs, encode_refs, leased_chunks
+from ckdb.tables.langgraph_layout import DB_BLOBS as LG_BLOBS
+from ckdb.tables.langgraph_layout import DB_CHUNKS as LG_CHUNKS
 from ckdb.tables.workflows import FLOOR_PREFIX
 
 log = logging.getLogger("ckdb")
@@ -639,33 +640,35 @@ class Scrubber:
     # -- pass E: integrations' own sub-databases -------------------------------------------------
 
     def _integrations(self) -> None:
-        """Verify the tag of every frame in integrations' sub-databases (e.g. LangGraph's), and
-        the LangGraph saver's pieces: each a chunked value lists present and of its size.
-        Damage is reported, never repaired here."""
+        """Pass E, in one read transaction: every frame's tag in integrations' sub-databases, then
+        LangGraph's chunked values (lg_values.scrub). Reported, never repaired here."""
+        lg_values.chunks_ready(self.env)  # lg_chunks created by another process since we opened
         names = self.env.extra_dbs()
         for name in names:
             self.env.ensure_db(name)
-            bad: list[tuple[bytes, str]] = []
-            with self.env.read() as txn:
+        bad: list[tuple[bytes, bytes, str]] = []
+        lengths: dict[bytes, int | None] = {}  # piece key -> verified raw length (None: bad tag)
+        broken: list[tuple[str, str]] = []
+        with self.env.read() as txn:
+            for name in names:
                 for key, value in txn.range(name):
                     if not value:
                         continue  # index entries (e.g. LangGraph's run index) carry no value
                     try:
-                        parse_frame(self.keys.mac, name, bytes(key), value)
+                        frame = parse_frame(self.keys.mac, name, bytes(key), value)
                     except IntegrityError as err:
-                        bad.append((bytes(key), str(err)))
-            for key, problem in bad:
-                where = f"{name.decode('ascii', 'replace')}/{key.hex()}"
-                self._find(Finding("integration", where, problem, None, "reported"))
-        if LG_BLOBS not in names:
-            return
-
-        def unframe(db: bytes, key: bytes, value: bytes) -> bytes:
-            return self.t.frames.unframe_uncached(db, key, value, RecordType.INTEGRATION)
-
-        with self.env.read() as txn:
-            broken = lg_values.scrub(txn, unframe, self.keys.mac)
-        for where, problem in broken:
+                        bad.append((name, bytes(key), str(err)))
+                        frame = None
+                    if name == LG_CHUNKS:
+                        lengths[bytes(key)] = None if frame is None else frame.raw_len
+            # lg_chunks created after the listing: this snapshot may hold pieces not scanned
+            if LG_BLOBS in names and (LG_CHUNKS in names or not self.env.has_db(LG_CHUNKS)):
+                skip = {key for name, key, _p in bad if name == LG_BLOBS}
+                read = self.t.frames.unframe_uncached
+                unframe = lambda db, k, v: read(db, k, v, RecordType.INTEGRATION)  # noqa: E731
+                broken = lg_values.scrub(txn, unframe, lengths, skip)
+        tagged = [(f"{n.decode('ascii', 'replace')}/{k.hex()}", p) for n, k, p in bad]
+        for where, problem in tagged + broken:
             self._find(Finding("integration", where, problem, None, "reported"))
 
     # -- passes C and D: orphans and reference counts --------------------------------------------

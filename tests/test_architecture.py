@@ -176,6 +176,15 @@ def test_only_the_interfaces_import_the_facade() -> None:
             ), f"{module} imports ckdb.store: operations take the record layer instead"
 
 
+def test_the_record_layer_imports_no_framework() -> None:
+    """The LangGraph saver's keys and records live in the record layer so that scrub checks
+    them where LangGraph is not installed: nothing there may import it (or another framework)."""
+    for module in MODULES:
+        if module.startswith("ckdb.tables"):
+            names = {name.split(".")[0] for name, _node in _imports(module)}
+            assert not names & {"langgraph", "langchain_core"}, (module, names)
+
+
 def test_only_env_imports_lmdb() -> None:
     for module in MODULES:
         names = {name.split(".")[0] for name, _node in _imports(module)}

@@ -17,10 +17,11 @@ from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, gen
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 import ckdb
-from ckdb.integrations import _langgraph_pending, _langgraph_values
-from ckdb.integrations._langgraph_layout import DB_BLOBS, DB_CHECKPOINTS, DB_RUNS, DB_WRITES
+from ckdb.integrations import _langgraph_pending
 from ckdb.integrations.langgraph import CkdbSaver
 from ckdb.retention import RetentionPolicy
+from ckdb.tables import langgraph_values
+from ckdb.tables.langgraph_layout import DB_BLOBS, DB_CHECKPOINTS, DB_RUNS, DB_WRITES
 
 
 def _cfg(tid: str, ns: str = "", cid: str | None = None) -> Any:
@@ -87,7 +88,7 @@ def test_tampered_frame_is_an_error_not_data(saver: CkdbSaver, store: ckdb.Store
 
 def _cid_of(saver: CkdbSaver, key: bytes, db: bytes) -> str | None:
     if db == DB_CHECKPOINTS:
-        from ckdb.integrations._langgraph_layout import split_checkpoint_key
+        from ckdb.tables.langgraph_layout import split_checkpoint_key
 
         return split_checkpoint_key(key)[2]
     return None  # the blob belongs to the first checkpoint's "big": the newest reads it too
@@ -558,7 +559,7 @@ def test_an_offer_whose_carrier_fails_commits_alone(
     def broken(*_a: Any) -> None:
         raise OSError("injected failure inside the put's transaction")
 
-    monkeypatch.setattr(_langgraph_values, "write", broken)
+    monkeypatch.setattr(langgraph_values, "write", broken)
     args = _next(saver, "t", first, 1)
     with pytest.raises(OSError, match="injected"):
         saver.put(*args)

@@ -1,7 +1,7 @@
 """The LangGraph saver's rule for serializers: never one that can fall back to pickle.
 
-Kept apart from ``_langgraph_layout`` so that the key layout and the value records import no
-LangGraph: ``ckdb scrub`` checks the saver's records on a machine without it.
+Kept apart from ``ckdb.tables.langgraph_layout`` so that the key layout and the value records
+import no LangGraph: ``ckdb scrub`` checks the saver's records on a machine without it.
 """
 
 from __future__ import annotations

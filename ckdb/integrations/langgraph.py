@@ -12,7 +12,7 @@ Design (``docs/langgraph.md`` has the byte tables and the crash windows):
 - Own sub-databases (``lg_*``), opened at construction: ckdb's workflow retention never sees them.
 - Channel values are stored once per (thread, namespace, channel, version): a step that changes
   one channel writes one blob, not the whole state; a large one as pieces stored once each
-  (``_langgraph_values.py``). The checkpoint envelope (the checkpoint
+  (``tables/langgraph_values.py``). The checkpoint envelope (the checkpoint
   without its values, the metadata, the parent and the list of blobs it references) is small.
 - Every value is a ckdb frame: compressed (lz4), HMAC-tagged and bound to its sub-database and
   key (encrypted too in an encrypted store). LangGraph values go through the saver's serde
@@ -59,9 +59,23 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from ckdb import encoding
 from ckdb._env import Txn
 from ckdb.errors import CkdbError, FormatError, IntegrityError, InvalidInput
-from ckdb.integrations import _langgraph_values as values
 from ckdb.integrations._langgraph_async import AsyncTwins
-from ckdb.integrations._langgraph_layout import (
+from ckdb.integrations._langgraph_pending import MODES, Pending, flush_if_alive
+from ckdb.integrations._langgraph_serde import check_serde
+from ckdb.layout import INCOMPAT_LG_PIECES, Codec, RecordType, prefix_end
+from ckdb.meta import now_us
+from ckdb.retention import (
+    Entry,
+    RetentionPlan,
+    RetentionPolicy,
+    RetentionResult,
+    resolve_policy,
+)
+from ckdb.retention import plan as plan_retention
+from ckdb.store import Store
+from ckdb.store import open as open_store
+from ckdb.tables import langgraph_values as values
+from ckdb.tables.langgraph_layout import (
     ALL_DBS,
     DB_BLOBS,
     DB_CHECKPOINTS,
@@ -78,20 +92,6 @@ from ckdb.integrations._langgraph_layout import (
     split_checkpoint_key,
     version_text,
 )
-from ckdb.integrations._langgraph_pending import MODES, Pending, flush_if_alive
-from ckdb.integrations._langgraph_serde import check_serde
-from ckdb.layout import INCOMPAT_LG_PIECES, Codec, RecordType, prefix_end
-from ckdb.meta import now_us
-from ckdb.retention import (
-    Entry,
-    RetentionPlan,
-    RetentionPolicy,
-    RetentionResult,
-    resolve_policy,
-)
-from ckdb.retention import plan as plan_retention
-from ckdb.store import Store
-from ckdb.store import open as open_store
 
 __all__ = ["CkdbSaver"]
 

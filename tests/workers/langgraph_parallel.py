@@ -24,8 +24,8 @@ from langgraph.graph import END, START, StateGraph
 
 import ckdb
 from ckdb import encoding
-from ckdb.integrations._langgraph_layout import DB_WRITES
 from ckdb.integrations.langgraph import CkdbSaver
+from ckdb.tables.langgraph_layout import DB_WRITES
 
 THREAD = {"configurable": {"thread_id": "parallel-1"}}
 

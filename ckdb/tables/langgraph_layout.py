@@ -1,5 +1,8 @@
 """Key layout of the LangGraph saver's sub-databases and its checkpoint envelope. Pure: no I/O.
 
+Part of the record layer, below the saver (``ckdb/integrations/langgraph.py``) and below
+``scrub``, which checks these records; it imports no LangGraph (``tests/test_architecture.py``).
+
 ``docs/langgraph.md`` has the byte tables. Every variable-length name is a *part*:
 ``u16 big-endian length ‖ bytes``, where the bytes are the UTF-8 text, or, in an encrypted store,
 a keyed digest of it (so keys leak no thread, namespace, channel or task names). Parts make one
@@ -33,7 +36,7 @@ DB_BLOBS = b"lg_blobs"
 DB_WRITES = b"lg_writes"
 DB_RUNS = b"lg_runs"
 DB_SETTINGS = b"lg_settings"
-DB_CHUNKS = b"lg_chunks"  # pieces of large channel values (ckdb 0.5: _langgraph_values.py)
+DB_CHUNKS = b"lg_chunks"  # pieces of large channel values (ckdb 0.5: tables/langgraph_values.py)
 ALL_DBS = (DB_CHECKPOINTS, DB_BLOBS, DB_WRITES, DB_RUNS, DB_SETTINGS, DB_CHUNKS)
 
 MAX_KEY = 511  # LMDB's default maximum key size

@@ -25,14 +25,13 @@ import builtins
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Container, Mapping
 from typing import Any, NamedTuple
 
 from ckdb import encoding
 from ckdb._env import Env, Txn
-from ckdb.codec import MacLookup, parse_frame
 from ckdb.errors import CkdbError, FormatError, IntegrityError
-from ckdb.integrations._langgraph_layout import (
+from ckdb.tables.langgraph_layout import (
     DB_BLOBS,
     DB_CHECKPOINTS,
     DB_CHUNKS,
@@ -49,6 +48,7 @@ CHUNK_MIN = 64 * 1024
 #: the length of every piece but the last
 CHUNK_SIZE = 16 * 1024
 DIGEST_SIZE = 32
+_ABSENT = -1  # scrub: a piece not stored (a stored one's length is never negative)
 
 Framer = Callable[[bytes, bytes, bytes], bytes]  # (db, key, raw) -> frame
 Unframer = Callable[[bytes, bytes, bytes], bytes]  # (db, key, frame) -> raw, verified
@@ -266,17 +266,26 @@ def join(loaded: Loaded, unframe: Unframer) -> tuple[str, bytes]:
     return loaded.type_, b"".join(parts)
 
 
-def scrub(txn: Txn, unframe: Unframer, macs: MacLookup) -> builtins.list[tuple[str, str]]:
-    """For ``ckdb scrub``: every chunked blob record's pieces present and of their size (the
-    length in each piece's verified header). Records and pieces whose tag does not verify are
-    skipped: scrub's tag pass reports those. -> (where, problem) for each broken record."""
+def scrub(
+    txn: Txn, unframe: Unframer, pieces: Mapping[bytes, int | None], skip: Container[bytes]
+) -> builtins.list[tuple[str, str]]:
+    """For ``ckdb scrub``, inside its read transaction: every blob record readable, and every
+    piece a chunked one lists stored, of the length the record gives it.
+
+    ``pieces``: every stored piece's key -> the raw length in its verified header (None: its
+    tag does not verify). ``skip``: blob keys whose tag does not verify. The caller reports both,
+    so neither is reported again here. -> (where, problem) for each broken record."""
     out: builtins.list[tuple[str, str]] = []
     for key, value in txn.range(DB_BLOBS):
-        where = f"{DB_BLOBS.decode()}/{bytes(key).hex()}"
+        bkey = bytes(key)
+        if bkey in skip:
+            continue
+        where = f"{DB_BLOBS.decode()}/{bkey.hex()}"
         try:
-            _type, data, size, step, digests = parse(unframe(DB_BLOBS, bytes(key), value), where)
-            ns_prefix = ns_prefix_of(bytes(key))
-        except CkdbError:
+            _type, data, size, step, digests = parse(unframe(DB_BLOBS, bkey, value), where)
+            ns_prefix = ns_prefix_of(bkey)
+        except CkdbError as err:  # tagged, but not a record this saver can read
+            out.append((where, str(err)))
             continue
         if data is not None:
             continue
@@ -284,19 +293,10 @@ def scrub(txn: Txn, unframe: Unframer, macs: MacLookup) -> builtins.list[tuple[s
         for at in range(0, len(digests), DIGEST_SIZE):
             index, want = at // DIGEST_SIZE, min(step, left)
             left -= want
-            ckey = chunk_key(ns_prefix, digests[at : at + DIGEST_SIZE])
-            try:
-                stored = txn.get(DB_CHUNKS, ckey)
-            except KeyError:  # no lg_chunks at all
-                stored = None
-            if stored is None:
+            got = pieces.get(chunk_key(ns_prefix, digests[at : at + DIGEST_SIZE]), _ABSENT)
+            if got is _ABSENT:
                 out.append((where, f"piece {index} of {size:,} bytes' value is missing"))
-                continue
-            try:
-                got = parse_frame(macs, DB_CHUNKS, ckey, stored).raw_len
-            except IntegrityError:
-                continue
-            if got != want:
+            elif got is not None and got != want:
                 out.append((where, f"piece {index} holds {got} bytes, the record says {want}"))
     return out
 

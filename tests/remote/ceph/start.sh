@@ -37,11 +37,12 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if ! command -v radosgw >/dev/null 2>&1 || ! command -v ceph-mon >/dev/null 2>&1 \
     || ! command -v ceph-osd >/dev/null 2>&1; then
     SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    [ "$(id -u)" = 0 ] || SUDO="sudo -n"   # never prompt: .ci/run starts this in the background
     log "installing ceph-mon ceph-osd radosgw (apt)"
     ti=$SECONDS
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >&2
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 \
+        --no-install-recommends \
         ceph-mon ceph-osd radosgw </dev/null >&2
     log "packages installed in $((SECONDS - ti)) s"
 fi

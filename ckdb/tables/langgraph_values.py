@@ -48,7 +48,6 @@ CHUNK_MIN = 64 * 1024
 #: the length of every piece but the last
 CHUNK_SIZE = 16 * 1024
 DIGEST_SIZE = 32
-_ABSENT = -1  # scrub: a piece not stored (a stored one's length is never negative)
 
 Framer = Callable[[bytes, bytes, bytes], bytes]  # (db, key, raw) -> frame
 Unframer = Callable[[bytes, bytes, bytes], bytes]  # (db, key, frame) -> raw, verified
@@ -293,10 +292,12 @@ def scrub(
         for at in range(0, len(digests), DIGEST_SIZE):
             index, want = at // DIGEST_SIZE, min(step, left)
             left -= want
-            got = pieces.get(chunk_key(ns_prefix, digests[at : at + DIGEST_SIZE]), _ABSENT)
-            if got is _ABSENT:
+            ckey = chunk_key(ns_prefix, digests[at : at + DIGEST_SIZE])
+            if ckey not in pieces:
                 out.append((where, f"piece {index} of {size:,} bytes' value is missing"))
-            elif got is not None and got != want:
+                continue
+            got = pieces[ckey]
+            if got is not None and got != want:
                 out.append((where, f"piece {index} holds {got} bytes, the record says {want}"))
     return out
 
